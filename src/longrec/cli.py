@@ -1,0 +1,107 @@
+"""Command line: `longrec data|list|train|eval ...`; parses arguments and calls library functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from longrec.errors import LongrecError
+
+
+def _data(args: argparse.Namespace) -> None:
+    from longrec.data.datasets import load_corpus
+    from longrec.data.readers import Columns
+
+    corpus = load_corpus(args.dataset, args.format, Columns(args.user_col, args.item_col, args.time_col),
+                         args.dedup, args.kcore, use_cache=not args.no_cache)
+    s = corpus.stats()
+    print(f"dataset       {args.dataset}")
+    print(f"users         {s['users']:,}")
+    print(f"items         {s['items']:,}")
+    print(f"interactions  {s['interactions']:,}")
+    print(f"density       {s['density']:.5f}")
+    print(f"length        mean {s['len_mean']:.2f}  median {s['len_median']:g}  min {s['len_min']}  max {s['len_max']}")
+    print(f"timestamps    {'yes' if corpus.times is not None else 'no'}")
+
+
+def _list(args: argparse.Namespace) -> None:
+    from longrec.config import preset_names
+    from longrec.data.datasets import DATASETS
+    from longrec.mixers import MIXERS
+
+    names = {"mixers": MIXERS.names, "presets": preset_names, "datasets": DATASETS.names}[args.what]()
+    print("\n".join(names))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from longrec.config import load_config
+    from longrec.train.loop import fit
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / cfg.name
+    fit(cfg, run_dir, resume=args.resume)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from longrec.train.run import evaluate_run
+
+    evaluate_run(Path(args.run_dir), split=args.split, mask_history=not args.no_mask_history,
+                 sampled=args.sampled, negatives=args.negatives)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="longrec", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="prepare a dataset and print its statistics")
+    d.add_argument("action", choices=["prepare", "info"], help="prepare: build the cached corpus; info: print stats")
+    d.add_argument("dataset", help="a named dataset (longrec list datasets) or a path to a log file")
+    d.add_argument("--format", default="auto", help="auto|pairs|lines|recbole|grouplens|csv|tsv|parquet")
+    d.add_argument("--user-col", default="user", help="user column (csv/tsv/parquet)")
+    d.add_argument("--item-col", default="item", help="item column (csv/tsv/parquet)")
+    d.add_argument("--time-col", default="", help="timestamp column (csv/tsv/parquet); empty = file order")
+    d.add_argument("--dedup", action="store_true", help="drop repeated (user, item) pairs")
+    d.add_argument("--kcore", type=int, default=0, help="iterative k-core filter (0 = off)")
+    d.add_argument("--no-cache", action="store_true", help="neither read nor write the corpus cache")
+    d.set_defaults(func=_data)
+
+    ls = sub.add_parser("list", help="print registered mixers, presets or datasets, one a line")
+    ls.add_argument("what", choices=["mixers", "presets", "datasets"])
+    ls.set_defaults(func=_list)
+
+    t = sub.add_parser("train", help="train a model and evaluate it on the test split")
+    t.add_argument("config", help="a preset name (longrec list presets) or a YAML file")
+    t.add_argument("overrides", nargs="*", help="config overrides such as train.lr=0.001 model.layers=2")
+    t.add_argument("--run-dir", default="", help="where to write the run (default: RUNS_ROOT/<name>)")
+    t.add_argument("--runs-root", default="runs", help="parent of run directories")
+    t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a finished run's best checkpoint")
+    e.add_argument("run_dir")
+    e.add_argument("--split", choices=["test", "valid"], default="test")
+    e.add_argument("--no-mask-history", action="store_true", help="rank the user's earlier items too")
+    e.add_argument("--sampled", choices=["none", "uniform", "popularity"], default="none",
+                   help="sampled ranking against N negatives (labelled as such; default full ranking)")
+    e.add_argument("--negatives", type=int, default=100, help="negatives per user for sampled ranking")
+    e.set_defaults(func=_eval)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LongrecError as e:
+        print(f"longrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("longrec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Corpus: every user's chronological item sequence as CSR arrays, with the raw-id maps."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from longrec.errors import DataError
+
+PAD = 0  # item id 0 is padding; real items are 1..num_items
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """items[offsets[u]:offsets[u+1]] is user u's history, oldest first.
+
+    items:    [ΣL] int32, remapped item ids in 1..num_items
+    offsets:  [U+1] int64
+    times:    [ΣL] float64 timestamps, or None when the source has none
+    user_ids: [U] raw user ids (str)
+    item_ids: [num_items+1] raw item ids (str); item_ids[0] is the PAD placeholder
+    """
+
+    items: np.ndarray
+    offsets: np.ndarray
+    times: np.ndarray | None
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+    @property
+    def num_users(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids) - 1
+
+    @property
+    def num_interactions(self) -> int:
+        return len(self.items)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def seq(self, u: int) -> np.ndarray:
+        return self.items[self.offsets[u] : self.offsets[u + 1]]
+
+    def stats(self) -> dict[str, float | int]:
+        """Users, items, interactions, density and sequence-length statistics."""
+        lens = self.lengths
+        users, items, n = self.num_users, self.num_items, self.num_interactions
+        return {
+            "users": users,
+            "items": items,
+            "interactions": n,
+            "density": n / max(users * items, 1),
+            "len_mean": float(lens.mean()),
+            "len_median": float(np.median(lens)),
+            "len_min": int(lens.min()),
+            "len_max": int(lens.max()),
+        }
+
+    def save(self, path: Path) -> None:
+        """Write atomically as .npz (no pickled objects)."""
+        arrays = {"items": self.items, "offsets": self.offsets, "user_ids": self.user_ids.astype(str),
+                  "item_ids": self.item_ids.astype(str)}
+        if self.times is not None:
+            arrays["times"] = self.times
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)  # type: ignore[arg-type]
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> Corpus:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                times = z["times"] if "times" in z.files else None
+                return cls(z["items"], z["offsets"], times, z["user_ids"], z["item_ids"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise DataError(f"{path}: not a readable corpus cache ({e})") from None

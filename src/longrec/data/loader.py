@@ -1,0 +1,122 @@
+"""Batches: left-padded windows (newest event at index N-1) for training objectives and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from longrec.data.corpus import Corpus
+from longrec.data.split import EvalSet, Splits
+
+
+@dataclass(frozen=True)
+class Batch:
+    """items [B,N] int64 left-padded (0 = PAD); mask [B,N] bool (True = real event);
+    targets [B,N] int64 (0 = no target at that position); users [B] int64 (corpus user index)."""
+
+    items: Tensor
+    mask: Tensor
+    targets: Tensor
+    users: Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.items, self.mask, self.targets, self.users)))
+
+
+def collate(corpus: Corpus, users: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
+    """[B, n] int64: row r holds seq(users[r])[starts[r]:ends[r]] right-aligned, zeros (PAD) before it."""
+    w = np.minimum(ends - starts, n)
+    starts = ends - w
+    b = len(users)
+    out = np.zeros((b, n), dtype=np.int64)
+    row = np.repeat(np.arange(b), w)
+    within = np.arange(w.sum()) - np.repeat(np.cumsum(w) - w, w)
+    src = (corpus.offsets[users] + starts)[row] + within
+    out[row, n - w[row] + within] = corpus.items[src]
+    return out
+
+
+def _batch(items: np.ndarray, targets: np.ndarray, users: np.ndarray) -> Batch:
+    it = torch.from_numpy(items)
+    mask = it > 0
+    tg = torch.from_numpy(targets) * mask
+    return Batch(it, mask, tg, torch.from_numpy(users.astype(np.int64)))
+
+
+def next_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator,
+                      window: str = "last") -> Iterator[Batch]:
+    """Every real position predicts the next event of the training sequence (causal mixers)."""
+    te = splits.train_ends
+    users = rng.permutation(np.flatnonzero(te >= 2))
+    ends = te[users] if window == "last" else rng.integers(2, te[users] + 1)
+    for i in range(0, len(users), batch_size):
+        u, e = users[i : i + batch_size], ends[i : i + batch_size]
+        arr = collate(splits.corpus, u, np.maximum(e - n - 1, 0), e, n + 1)
+        yield _batch(arr[:, :-1], arr[:, 1:], u)
+
+
+def last_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator,
+                      cuts: int = 0) -> Iterator[Batch]:
+    """Prefix training: each row is a cut c of a training sequence; only its last position predicts seq[c].
+    cuts=0 uses every prefix (the LinRec/RecGRELA protocol), cuts=k draws k random cuts per user."""
+    te = splits.train_ends
+    valid = np.flatnonzero(te >= 2)
+    if cuts > 0:
+        users = np.repeat(valid, cuts)
+        ends = rng.integers(1, te[users])
+    else:
+        counts = te[valid] - 1
+        users = np.repeat(valid, counts)
+        ends = 1 + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    order = rng.permutation(len(users))
+    users, ends = users[order], ends[order]
+    off = splits.corpus.offsets
+    for i in range(0, len(users), batch_size):
+        u, c = users[i : i + batch_size], ends[i : i + batch_size]
+        items = collate(splits.corpus, u, np.maximum(c - n, 0), c, n)
+        targets = np.zeros_like(items)
+        targets[:, -1] = splits.corpus.items[off[u] + c]
+        yield _batch(items, targets, u)
+
+
+def masked_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator, mask_prob: float,
+                        mask_token: int, window: str = "last") -> Iterator[Batch]:
+    """BERT4Rec cloze: a share of real positions is replaced by the mask token and predicted."""
+    te = splits.train_ends
+    users = rng.permutation(np.flatnonzero(te >= 1))
+    ends = te[users] if window == "last" else rng.integers(1, te[users] + 1)
+    for i in range(0, len(users), batch_size):
+        u, e = users[i : i + batch_size], ends[i : i + batch_size]
+        items = collate(splits.corpus, u, np.maximum(e - n, 0), e, n)
+        real = items > 0
+        hide = real & (rng.random(items.shape) < mask_prob)
+        # every row predicts at least one item: force one random real position where none was drawn
+        none = ~hide.any(1)
+        if none.any():
+            nreal = real[none].sum(1)
+            pick = n - 1 - (rng.random(none.sum()) * nreal).astype(np.int64)
+            hide[np.flatnonzero(none), pick] = True
+        targets = np.where(hide, items, 0)
+        yield _batch(np.where(hide, mask_token, items), targets, u)
+
+
+def eval_batches(splits: Splits, rows: EvalSet, n: int, batch_size: int,
+                 mask_token: int = 0) -> Iterator[tuple[Batch, np.ndarray]]:
+    """(Batch, row indices) with the history window as input and the target at the last column.
+    With a mask token (BERT4Rec), the input is the newest n-1 events followed by the mask token."""
+    corpus = splits.corpus
+    for i in range(0, len(rows), batch_size):
+        idx = np.arange(i, min(i + batch_size, len(rows)))
+        u, e = rows.users[idx], rows.ends[idx]
+        if mask_token:
+            hist = collate(corpus, u, np.maximum(e - n + 1, 0), e, n - 1)
+            items = np.concatenate([hist, np.full((len(u), 1), mask_token, dtype=np.int64)], axis=1)
+        else:
+            items = collate(corpus, u, np.maximum(e - n, 0), e, n)
+        targets = np.zeros_like(items)
+        targets[:, -1] = corpus.items[corpus.offsets[u] + e]
+        yield _batch(items, targets, u), idx

@@ -1,0 +1,48 @@
+"""GRU token mixer (GRU4Rec baseline): a torch GRU over the real events; its hidden state is the step state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from longrec.mixers.base import MIXERS, MixerState
+
+
+@dataclass(frozen=True)
+class GRUConfig:
+    pass
+
+
+class GRUMixer(nn.Module):
+    causal = True
+
+    def __init__(self, dim: int, heads: int, dropout: float, cfg: GRUConfig | None) -> None:
+        super().__init__()
+        self.gru = nn.GRU(dim, dim, batch_first=True)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        B, N, D = x.shape
+        lengths = mask.sum(-1)
+        shift = (N - lengths)[:, None]
+        ar = torch.arange(N, device=x.device)[None]
+        # left-padded -> right-padded so that the GRU starts from h0 at the first real event
+        fwd = ((ar + shift) % N)[..., None].expand(B, N, D)
+        packed = pack_padded_sequence(x.gather(1, fwd), lengths.clamp(min=1).cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        out, _ = self.gru(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=N)  # (B, N, D) right-padded
+        back = ((ar - shift) % N)[..., None].expand(B, N, D)
+        return out.gather(1, back) * mask[..., None]
+
+    def init_state(self, batch: int, device: torch.device) -> MixerState | None:
+        return {"h": torch.zeros(batch, self.gru.hidden_size, device=device)}
+
+    def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
+        _, h = self.gru(x_t[:, None], state["h"][None].contiguous())
+        return h[0], {"h": h[0]}
+
+
+MIXERS.register("gru", GRUMixer, GRUConfig)

@@ -1,0 +1,66 @@
+"""Softmax self-attention (SASRec causal, BERT4Rec bidirectional) via scaled_dot_product_attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from longrec.mixers.base import MIXERS, MixerState
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig:
+    causal: bool = True  # False: bidirectional (BERT4Rec); no step()
+    attn_dropout: float = -1.0  # dropout on attention weights; < 0 = the model's dropout
+
+
+class SoftmaxMixer(nn.Module):
+    """Multi-head softmax attention with a key-padding mask; step() keeps a growing KV cache."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, cfg: SoftmaxConfig) -> None:
+        super().__init__()
+        self.causal = cfg.causal
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.attn_dropout = cfg.attn_dropout if cfg.attn_dropout >= 0 else dropout
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        *lead, D = x.shape
+        q, k, v = self.qkv(x).view(*lead, 3, self.heads, D // self.heads).unbind(-3)  # 3 x (..., H, d)
+        return q, k, v
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        B, N, D = x.shape
+        q, k, v = (t.transpose(1, 2) for t in self._qkv(x))  # (B, H, N, d)
+        allowed = mask[:, None, None, :]  # (B, 1, 1, N): real keys only
+        if self.causal:
+            allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
+        # A pad query has no real key; letting it see itself keeps softmax finite (its output is zeroed).
+        allowed = allowed | torch.eye(N, dtype=torch.bool, device=x.device)
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+        y = y.transpose(1, 2).reshape(B, N, D)
+        return self.out(y) * mask[..., None]
+
+    def init_state(self, batch: int, device: torch.device) -> MixerState | None:
+        if not self.causal:
+            return None
+        D, H = self.out.in_features, self.heads
+        empty = torch.zeros(batch, H, 0, D // H, device=device)
+        return {"k": empty, "v": empty.clone(), "valid": torch.zeros(batch, 0, dtype=torch.bool, device=device)}
+
+    def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
+        B, D = x_t.shape
+        q, k, v = self._qkv(x_t)  # (B, H, d)
+        ks = torch.cat([state["k"], k[:, :, None]], dim=2)  # (B, H, T+1, d)
+        vs = torch.cat([state["v"], v[:, :, None]], dim=2)
+        valid = torch.cat([state["valid"], torch.ones(B, 1, dtype=torch.bool, device=x_t.device)], dim=1)
+        y = F.scaled_dot_product_attention(q[:, :, None], ks, vs, attn_mask=valid[:, None, None, :])
+        return self.out(y.reshape(B, D)), {"k": ks, "v": vs, "valid": valid}
+
+
+MIXERS.register("softmax", SoftmaxMixer, SoftmaxConfig)

@@ -1,0 +1,110 @@
+"""SeqEncoder: item (+ position) embedding -> L x Block -> norm; forward over a window or step per event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from longrec.config import ModelConfig, TrainConfig
+from longrec.errors import ConfigError
+from longrec.mixers import build_mixer
+from longrec.mixers.base import MixerState, positions
+from longrec.model.block import Block, Dropout
+
+
+class SeqEncoder(nn.Module):
+    """items [B,N] int64 (0 = PAD), mask [B,N] bool -> h [B,N,D]; h at a position summarises events up to it
+    (causal mixers) or the whole window (global mixers). Items 1..num_items are real; ids above are special
+    tokens (the BERT4Rec mask token). The output layer is the item embedding table (tied)."""
+
+    def __init__(self, num_items: int, cfg: ModelConfig, extra_tokens: int = 0) -> None:
+        super().__init__()
+        D = cfg.dim
+        self.num_items = num_items
+        self.max_len = cfg.max_len
+        self.item_emb = nn.Embedding(num_items + 1 + extra_tokens, D, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, D) if cfg.pos == "learned" else None
+        self.drop = Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            Block(build_mixer(cfg.mixer, D, cfg.heads, cfg.dropout, cfg.mixer_args), D, cfg.ffn_mult, cfg.dropout,
+                  cfg.norm_first)
+            for _ in range(cfg.layers)
+        )
+        self.norm = nn.LayerNorm(D) if cfg.norm_first else nn.Identity()
+        self.apply(_init)
+
+    @property
+    def causal(self) -> bool:
+        return all(getattr(b.mixer, "causal", False) for b in self.blocks)
+
+    def _embed(self, items: Tensor, pos: Tensor) -> Tensor:
+        x = self.item_emb(items)
+        if self.pos_emb is not None:
+            # positions past the trained window (streaming) reuse the last learned one
+            x = x + self.pos_emb(pos.clamp(max=self.max_len - 1))
+        return self.drop(x)
+
+    def forward(self, items: Tensor, mask: Tensor) -> Tensor:
+        """items [B,N], mask [B,N] -> h [B,N,D] (zero at pads)."""
+        x = self._embed(items, positions(mask))
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x) * mask[..., None]
+
+    def item_table(self) -> Tensor:
+        """[num_items+1, D]: rows 0 (PAD) .. num_items; scores are h @ item_table().T with PAD masked."""
+        return self.item_emb.weight[: self.num_items + 1]
+
+    def init_state(self, batch: int, device: torch.device) -> MixerState:
+        """Flat state {"pos": [B], "<layer>.<name>": tensor}; raises for global (non-causal) mixers."""
+        state: MixerState = {"pos": torch.zeros(batch, dtype=torch.long, device=device)}
+        for i, block in enumerate(self.blocks):
+            s = block.mixer.init_state(batch, device)
+            if s is None:
+                raise ConfigError(f"mixer '{type(block.mixer).__name__}' is global (non-causal) and cannot stream")
+            state.update({f"{i}.{k}": v for k, v in s.items()})
+        return state
+
+    def step(self, state: MixerState, items: Tensor) -> tuple[Tensor, MixerState]:
+        """Advance every layer by one event: items [B] -> (h [B,D], new state)."""
+        pos = state["pos"]
+        x = self._embed(items, pos)
+        new: MixerState = {"pos": pos + 1}
+        for i, block in enumerate(self.blocks):
+            prefix = f"{i}."
+            sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            x, sub = block.step(sub, x)
+            new.update({prefix + k: v for k, v in sub.items()})
+        return self.norm(x), new
+
+
+def _init(m: nn.Module) -> None:
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            nn.init.zeros_(m.weight[m.padding_idx])
+
+
+def build_model(num_items: int, model: ModelConfig, train: TrainConfig) -> SeqEncoder:
+    """The encoder for an experiment; enforces the leakage rule (global mixers only with last/masked items)."""
+    extra = 1 if train.objective == "masked_item" else 0
+    enc = SeqEncoder(num_items, model, extra_tokens=extra)
+    if train.objective == "next_item" and not enc.causal:
+        raise ConfigError(
+            f"config: mixer '{model.mixer}' with mixer_args {model.mixer_args} is global (bidirectional): it would see "
+            "the future when trained on every position; use train.objective=last_item or masked_item, or a causal mixer"
+        )
+    return enc
+
+
+def mask_token(enc: SeqEncoder, train: TrainConfig) -> int:
+    """Id of the BERT4Rec mask token, or 0 when the objective uses none."""
+    return enc.num_items + 1 if train.objective == "masked_item" else 0
+
+
+def describe(enc: SeqEncoder) -> dict[str, Any]:
+    return {"params": sum(p.numel() for p in enc.parameters()), "causal": enc.causal}

@@ -1,0 +1,1 @@
+"""Model presets: YAML files holding only overrides of the ExperimentConfig defaults."""

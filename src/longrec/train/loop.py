@@ -1,0 +1,225 @@
+"""fit(): train with early stopping on validation, checkpoint every epoch, evaluate the test split once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+from tqdm import tqdm
+
+from longrec.config import ExperimentConfig, TrainConfig, to_dict
+from longrec.data.datasets import load_corpus
+from longrec.data.loader import Batch, last_item_batches, masked_item_batches, next_item_batches
+from longrec.data.readers import Columns
+from longrec.data.split import Splits, make_splits
+from longrec.errors import CheckpointError
+from longrec.losses import chunked_ce, sampled_bce, select, uniform_negatives
+from longrec.metrics import format_table
+from longrec.model.encoder import SeqEncoder, build_model, describe, mask_token
+from longrec.train.checkpoint import (
+    load_model_weights,
+    load_optimizer,
+    load_tensors,
+    read_json,
+    save_optimizer,
+    save_tensors,
+    write_json,
+)
+from longrec.train.evaluate import evaluate
+from longrec.train.runinfo import peak_memory_mib, pick_device, provenance
+
+
+@dataclass
+class Progress:
+    """What --resume needs besides weights and optimizer state (saved as trainer.json)."""
+
+    epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    train_seconds: float = 0.0  # training + validation wall time over all finished epochs
+    seconds_to_best: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def load_data(cfg: ExperimentConfig, quiet: bool = False) -> Splits:
+    d = cfg.data
+    corpus = load_corpus(d.name, d.format, Columns(d.user_col, d.item_col, d.time_col), d.dedup, d.kcore)
+    splits = make_splits(corpus, d.split, d.temporal_valid, d.temporal_test)
+    for reason, n in splits.dropped.items():
+        if n and not quiet:
+            print(f"data: {n} users dropped ({reason})", file=sys.stderr)
+    return splits
+
+
+def make_optimizer(model: SeqEncoder, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no decay on biases, norms, embeddings or parameters flagged `_no_weight_decay` (LRU's ν, θ, γ)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim < 2 or "emb" in name or getattr(p, "_no_weight_decay", False)
+        (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=train.lr)
+
+
+def epoch_batches(cfg: ExperimentConfig, splits: Splits, rng: np.random.Generator, mtok: int) -> Iterator[Batch]:
+    t, n, bs = cfg.train, cfg.model.max_len, cfg.train.batch_size
+    makers: dict[str, Callable[[], Iterator[Batch]]] = {
+        "next_item": lambda: next_item_batches(splits, n, bs, rng, t.window),
+        "last_item": lambda: last_item_batches(splits, n, bs, rng, t.cuts),
+        "masked_item": lambda: masked_item_batches(splits, n, bs, rng, t.mask_prob, mtok, t.window),
+    }
+    return makers[t.objective]()
+
+
+def batches_per_epoch(cfg: ExperimentConfig, splits: Splits) -> int:
+    te = splits.train_ends
+    rows = {"next_item": int((te >= 2).sum()), "masked_item": int((te >= 1).sum()),
+            "last_item": int((te >= 2).sum()) * cfg.train.cuts if cfg.train.cuts else int(np.maximum(te - 1, 0).sum())}
+    return -(-rows[cfg.train.objective] // cfg.train.batch_size)
+
+
+def compute_loss(model: SeqEncoder, b: Batch, train: TrainConfig, gen: torch.Generator | None) -> Tensor:
+    h, targets = select(model(b.items, b.mask), b.targets)
+    table = model.item_table()
+    if train.loss == "bce":
+        return sampled_bce(h, targets, table, uniform_negatives(targets, model.num_items, train.negatives, gen))
+    return chunked_ce(h, targets, table)
+
+
+def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
+    if bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits) -> None:
+    if resume:
+        saved = read_json(run_dir / "model.json")["config"]
+        if saved != to_dict(cfg):
+            raise CheckpointError(f"{run_dir}/model.json: the run was started with another config; resume with the same")
+        return
+    if (run_dir / "trainer.json").exists():
+        raise CheckpointError(f"{run_dir}: a run already exists there; pass --resume or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    c = splits.corpus
+    (run_dir / "metrics.jsonl").write_text("")
+    write_json(run_dir / "model.json", {"format": 1, "num_items": c.num_items, "config": to_dict(cfg)})
+    write_json(run_dir / "id_maps.json", {"items": c.item_ids.tolist(), "users": c.user_ids.tolist()})
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Train, select the best validation epoch, evaluate it on the test split; returns the results dict."""
+    wall0 = time.time()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    splits = load_data(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(splits.corpus.num_items, cfg.model, cfg.train).to(device)
+    opt = make_optimizer(model, cfg.train)
+    _prepare_run_dir(cfg, run_dir, resume, splits)
+    prog = Progress()
+    if resume:
+        prog = Progress(**read_json(run_dir / "trainer.json"))
+        load_model_weights(model, run_dir / "last.safetensors")
+        load_optimizer(run_dir / "optim.safetensors", opt)
+        print(f"resuming after epoch {prog.epoch} (best {cfg.eval.metric} {prog.best:.4f} at {prog.best_epoch})",
+              file=sys.stderr)
+    mtok = mask_token(model, cfg.train)
+    info = describe(model)
+    print(f"model: {cfg.model.mixer} x{cfg.model.layers}, {info['params']:,} parameters, device {device}",
+          file=sys.stderr)
+    n_batches = batches_per_epoch(cfg, splits)
+    for epoch in range(prog.epoch + 1, cfg.train.epochs + 1):
+        if prog.bad_epochs >= cfg.train.patience:
+            break
+        if cfg.train.time_budget_min and prog.train_seconds >= 60 * cfg.train.time_budget_min:
+            print(f"stopping: time budget of {cfg.train.time_budget_min} min used", file=sys.stderr)
+            break
+        t0 = time.time()
+        loss = train_epoch(model, opt, cfg, splits, epoch, mtok, device, n_batches)
+        val = evaluate(model, splits, splits.valid, cfg.eval, mtok, device, seed=cfg.seed)
+        dt = time.time() - t0
+        metric = val["metrics"][cfg.eval.metric]
+        prog.epoch, prog.train_seconds = epoch, prog.train_seconds + dt
+        prog.epoch_seconds.append(dt)
+        if metric > prog.best:
+            prog.best, prog.best_epoch, prog.bad_epochs, prog.seconds_to_best = metric, epoch, 0, prog.train_seconds
+            save_tensors(run_dir / "best.safetensors", model.state_dict())
+        else:
+            prog.bad_epochs += 1
+        save_tensors(run_dir / "last.safetensors", model.state_dict())
+        save_optimizer(run_dir / "optim.safetensors", opt)
+        write_json(run_dir / "trainer.json", asdict(prog))
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": epoch, "loss": loss, "seconds": dt, "valid": val["metrics"]}) + "\n")
+        print(f"epoch {epoch:3d}  loss {loss:.4f}  valid {cfg.eval.metric} {metric:.4f}  best {prog.best:.4f} "
+              f"(epoch {prog.best_epoch})  {dt:.1f}s", file=sys.stderr)
+    return finish(cfg, run_dir, model, splits, prog, device, mtok, time.time() - wall0)
+
+
+def train_epoch(model: SeqEncoder, opt: torch.optim.Optimizer, cfg: ExperimentConfig, splits: Splits, epoch: int,
+                mtok: int, device: torch.device, n_batches: int) -> float:
+    """One pass over the epoch's batches; seeded by (seed, epoch) so that a resumed run replays the same data."""
+    rng = np.random.default_rng([cfg.seed, epoch])
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 7 + epoch) if cfg.train.loss == "bce" else None
+    model.train()
+    total, count, seqs, t0 = 0.0, 0, 0, time.time()
+    bar = tqdm(epoch_batches(cfg, splits, rng, mtok), total=n_batches, desc=f"epoch {epoch}", unit="batch",
+               leave=False, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    for batch in bar:
+        b = batch.to(device)
+        with _autocast(device, cfg.train.bf16):
+            loss = compute_loss(model, b, cfg.train, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        total, count, seqs = total + loss.item(), count + 1, seqs + len(b.users)
+        bar.set_postfix(loss=f"{total / count:.4f}", seq_s=f"{seqs / (time.time() - t0):.0f}", refresh=False)
+    bar.close()
+    return total / max(count, 1)
+
+
+def finish(cfg: ExperimentConfig, run_dir: Path, model: SeqEncoder, splits: Splits, prog: Progress,
+           device: torch.device, mtok: int, wall: float) -> dict[str, Any]:
+    """Evaluate the best checkpoint on valid and test (the only time test is touched); write results.json."""
+    if (run_dir / "best.safetensors").exists():
+        model.load_state_dict(load_tensors(run_dir / "best.safetensors"))
+    valid = evaluate(model, splits, splits.valid, cfg.eval, mtok, device, seed=cfg.seed)
+    test = evaluate(model, splits, splits.test, cfg.eval, mtok, device, seed=cfg.seed + 1)
+    n = len(prog.epoch_seconds)
+    results = {
+        "name": cfg.name,
+        "protocol": test["protocol"],
+        "valid": valid["metrics"],
+        "test": test["metrics"],
+        "test_by_length": test["by_length"],
+        "users": {"valid": valid["users"], "test": test["users"], "dropped": splits.dropped},
+        "training": {"epochs": prog.epoch, "best_epoch": prog.best_epoch,
+                     "seconds_per_epoch": sum(prog.epoch_seconds) / n if n else 0.0,
+                     "seconds_to_best": prog.seconds_to_best, "train_seconds": prog.train_seconds,
+                     "params": describe(model)["params"]},
+        "wall_seconds": wall,
+        "peak_memory": peak_memory_mib(device),
+        **provenance(device, cfg.seed),
+        "config": to_dict(cfg),
+    }
+    write_json(run_dir / "results.json", results)
+    print(f"\n{cfg.name}: test ({test['protocol']}, {test['users']} users)\n{format_table(test['metrics'], cfg.eval.ks)}")
+    return results

@@ -1,0 +1,63 @@
+"""Reopen a finished run directory: config, id maps and best weights, then re-evaluate."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longrec.config import ExperimentConfig, config_from_dict
+from longrec.data.split import Splits
+from longrec.errors import CheckpointError, ConfigError
+from longrec.metrics import format_table
+from longrec.model.encoder import SeqEncoder, build_model, mask_token
+from longrec.train.checkpoint import load_model_weights, read_json, write_json
+from longrec.train.evaluate import evaluate
+from longrec.train.loop import load_data
+from longrec.train.runinfo import peak_memory_mib, pick_device, provenance
+
+
+def load_run(run_dir: Path, device: torch.device | None = None) -> tuple[ExperimentConfig, SeqEncoder, Splits]:
+    """The run's config, its best model (eval mode) and its data splits; the id maps must match the data."""
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    meta = read_json(run_dir / "model.json")
+    try:
+        cfg = config_from_dict(meta["config"])
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"{run_dir}/model.json: invalid saved config ({e})") from None
+    splits = load_data(cfg, quiet=True)
+    maps = read_json(run_dir / "id_maps.json")
+    if maps.get("items") != splits.corpus.item_ids.tolist():
+        raise CheckpointError(f"{run_dir}/id_maps.json: the run's item ids differ from dataset {cfg.data.name}")
+    device = device or pick_device(cfg.train.device)
+    model = build_model(int(meta["num_items"]), cfg.model, cfg.train)
+    load_model_weights(model, run_dir / "best.safetensors")
+    return cfg, model.to(device).eval(), splits
+
+
+def evaluate_run(run_dir: Path, split: str = "test", mask_history: bool = True, sampled: str = "none",
+                 negatives: int = 100) -> dict[str, Any]:
+    """Evaluate the best checkpoint; writes eval-<split>-<protocol>.json in the run directory."""
+    t0 = time.time()
+    cfg, model, splits = load_run(run_dir)
+    ecfg = dataclasses.replace(cfg.eval, mask_history=mask_history, sampled=sampled, negatives=negatives)
+    device = next(model.parameters()).device
+    rows = splits.test if split == "test" else splits.valid
+    seed = cfg.seed + (1 if split == "test" else 0)
+    res = evaluate(model, splits, rows, ecfg, mask_token(model, cfg.train), device, seed=seed)
+    tag = sampled if sampled != "none" else ("full" if mask_history else "full-unmasked")
+    out = {"run": str(run_dir), "split": split, "protocol": res["protocol"], "users": res["users"],
+           "metrics": res["metrics"], "by_length": res["by_length"], "wall_seconds": time.time() - t0,
+           "peak_memory": peak_memory_mib(device), **provenance(device, cfg.seed)}
+    write_json(run_dir / f"eval-{split}-{tag}.json", out)
+    print(f"{cfg.name}: {split} ({res['protocol']}, {res['users']} users)")
+    print(format_table(res["metrics"], cfg.eval.ks))
+    print(f"mrr (full list) {res['metrics']['mrr']:.4f}")
+    return out
+
+
+__all__ = ["load_run", "evaluate_run"]
