@@ -40,6 +40,27 @@ def build_mixer(name: str, dim: int, heads: int, dropout: float, args: dict[str,
     return entry.obj(dim, heads, dropout, cfg)  # type: ignore[call-arg]
 
 
+def prefill(mixer: nn.Module, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
+    """Outputs of a left-padded window and the state after its last event, as if every real event had been
+    stepped. Uses the mixer's own `prefill` when it has one (KV caches, chunked ops with a final state);
+    otherwise steps position by position, keeping a row's state unchanged at its pads (fixed-size states only).
+    x [B,N,D], mask [B,N] -> (y [B,N,D], state)."""
+    own = getattr(mixer, "prefill", None)
+    if own is not None:
+        return own(x, mask)  # type: ignore[no-any-return]
+    B, N, _ = x.shape
+    state = mixer.init_state(B, x.device)
+    if state is None:
+        raise ValueError(f"{type(mixer).__name__} is global (non-causal): it has no state to prefill")
+    ys = []
+    for t in range(N):
+        y, new = mixer.step(state, x[:, t])
+        m = mask[:, t]
+        state = {k: torch.where(m.view(-1, *[1] * (v.dim() - 1)), v, state[k]) for k, v in new.items()}
+        ys.append(y * m[:, None])
+    return torch.stack(ys, dim=1), state
+
+
 def positions(mask: Tensor) -> Tensor:
     """[B,N] int64: index of each real event from the first real one (pads get 0)."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -50,8 +50,15 @@ class SoftmaxMixer(nn.Module):
         if not self.causal:
             return None
         D, H = self.out.in_features, self.heads
-        empty = torch.zeros(batch, H, 0, D // H, device=device)
+        empty = torch.zeros(batch, H, 0, D // H, device=device, dtype=self.out.weight.dtype)
         return {"k": empty, "v": empty.clone(), "valid": torch.zeros(batch, 0, dtype=torch.bool, device=device)}
+
+    def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
+        """forward() plus the KV cache of the window (pads kept as invalid slots)."""
+        if not self.causal:
+            raise ValueError("bidirectional softmax attention has no state to prefill")
+        q, k, v = (t.transpose(1, 2) for t in self._qkv(x))  # (B, H, N, d)
+        return self.forward(x, mask), {"k": k, "v": v, "valid": mask.clone()}
 
     def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
         B, D = x_t.shape

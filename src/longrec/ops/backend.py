@@ -1,0 +1,11 @@
+"""Backend enum for ops: chosen explicitly; an unavailable backend raises, nothing falls back silently."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Backend(str, Enum):
+    NAIVE = "naive"  # fp32 loop, the oracle; tests only
+    CHUNKED = "chunked"  # pure torch, chunk-parallel; default on CPU and GPU
+    FLA = "fla"  # flash-linear-attention Triton kernels (CUDA, extra longrec[gpu])
