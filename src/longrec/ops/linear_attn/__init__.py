@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from longrec.ops.backend import Backend
+from longrec.ops.linear_attn.chunked import chunked_causal_linear_attn
 from longrec.ops.linear_attn.naive import naive_causal_linear_attn
 
 
@@ -23,4 +24,6 @@ def causal_linear_attn(
     """q, k [B,H,N,K], v [B,H,N,V], initial_state [B,H,K,V] -> (o [B,H,N,V], final_state [B,H,K,V] or None)."""
     if backend is Backend.NAIVE:
         return naive_causal_linear_attn(q, k, v, initial_state, output_final_state)
+    if backend is Backend.CHUNKED:
+        return chunked_causal_linear_attn(q, k, v, initial_state, output_final_state)
     raise NotImplementedError(f"backend {backend.value} is not implemented yet")
