@@ -165,7 +165,8 @@ def _load_raw(spec: str, depth: int = 0) -> dict[str, Any]:
         text = resources.files("longrec.presets").joinpath(f"{spec}.yaml").read_text()
         raw = _read_yaml(text, f"preset {spec}")
     else:
-        raise ConfigError(f"config: '{spec}' is neither a YAML file nor a preset (presets: {', '.join(preset_names())})")
+        known = ", ".join(preset_names())
+        raise ConfigError(f"config: '{spec}' is neither a YAML file nor a preset (presets: {known})")
     base = raw.pop("base", None)
     return _merge(_load_raw(str(base), depth + 1), raw) if base else raw
 
@@ -236,7 +237,8 @@ def validate(cfg: ExperimentConfig) -> None:
         if v <= 0:
             raise ConfigError(f"config: '{path}' must be positive, got {v}")
     if cfg.model.dim % cfg.model.heads:
-        raise ConfigError(f"config: 'model.dim' ({cfg.model.dim}) must be divisible by 'model.heads' ({cfg.model.heads})")
+        raise ConfigError(f"config: 'model.dim' ({cfg.model.dim}) must be divisible by 'model.heads' "
+                          f"({cfg.model.heads})")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"config: 'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
     if not 0.0 < cfg.train.mask_prob < 1.0:

@@ -25,6 +25,8 @@ class TokenMixer(Protocol):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor: ...
 
+    def __call__(self, x: Tensor, mask: Tensor) -> Tensor: ...
+
     def init_state(self, batch: int, device: torch.device) -> MixerState | None: ...
 
     def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]: ...
@@ -40,7 +42,7 @@ def build_mixer(name: str, dim: int, heads: int, dropout: float, args: dict[str,
     return entry.obj(dim, heads, dropout, cfg)  # type: ignore[call-arg]
 
 
-def prefill(mixer: nn.Module, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
+def prefill(mixer: TokenMixer, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
     """Outputs of a left-padded window and the state after its last event, as if every real event had been
     stepped. Uses the mixer's own `prefill` when it has one (KV caches, chunked ops with a final state);
     otherwise steps position by position, keeping a row's state unchanged at its pads (fixed-size states only).

@@ -38,7 +38,7 @@ class GRUMixer(nn.Module):
         return out.gather(1, back) * mask[..., None]
 
     def init_state(self, batch: int, device: torch.device) -> MixerState | None:
-        return {"h": torch.zeros(batch, self.gru.hidden_size, device=device, dtype=self.gru.weight_hh_l0.dtype)}
+        return {"h": torch.zeros(batch, self.gru.hidden_size, device=device, dtype=self.gru.weight_hh_l0.dtype)}  # type: ignore[arg-type]
 
     def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
         _, h = self.gru(x_t[:, None], state["h"][None].contiguous())

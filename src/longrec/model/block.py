@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
-from longrec.mixers.base import MixerState
+from longrec.mixers.base import MixerState, TokenMixer
 
 
 class Dropout(nn.Module):
@@ -36,7 +38,7 @@ class Block(nn.Module):
 
     def __init__(self, mixer: nn.Module, dim: int, ffn_mult: int, dropout: float, norm_first: bool) -> None:
         super().__init__()
-        self.mixer = mixer
+        self.mixer = cast(TokenMixer, mixer)
         self.norm1 = nn.LayerNorm(dim)
         self.ffn = FFN(dim, ffn_mult * dim, dropout) if ffn_mult > 0 else None
         self.norm2 = nn.LayerNorm(dim) if ffn_mult > 0 else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -36,8 +36,12 @@ class SeqEncoder(nn.Module):
         self.apply(_init)
 
     @property
+    def layers(self) -> list[Block]:
+        return cast(list[Block], list(self.blocks))
+
+    @property
     def causal(self) -> bool:
-        return all(getattr(b.mixer, "causal", False) for b in self.blocks)
+        return all(getattr(b.mixer, "causal", False) for b in self.layers)
 
     def _embed(self, items: Tensor, pos: Tensor) -> Tensor:
         x = self.item_emb(items)
@@ -49,7 +53,7 @@ class SeqEncoder(nn.Module):
     def forward(self, items: Tensor, mask: Tensor) -> Tensor:
         """items [B,N], mask [B,N] -> h [B,N,D] (zero at pads)."""
         x = self._embed(items, positions(mask))
-        for block in self.blocks:
+        for block in self.layers:
             x = block(x, mask)
         return self.norm(x) * mask[..., None]
 
@@ -60,7 +64,7 @@ class SeqEncoder(nn.Module):
     def init_state(self, batch: int, device: torch.device) -> MixerState:
         """Flat state {"pos": [B], "<layer>.<name>": tensor}; raises for global (non-causal) mixers."""
         state: MixerState = {"pos": torch.zeros(batch, dtype=torch.long, device=device)}
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.layers):
             s = block.mixer.init_state(batch, device)
             if s is None:
                 raise ConfigError(f"mixer '{type(block.mixer).__name__}' is global (non-causal) and cannot stream")
@@ -72,7 +76,7 @@ class SeqEncoder(nn.Module):
         pos = state["pos"]
         x = self._embed(items, pos)
         new: MixerState = {"pos": pos + 1}
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.layers):
             prefix = f"{i}."
             sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             x, sub = block.step(sub, x)

@@ -65,7 +65,8 @@ def load_data(cfg: ExperimentConfig, quiet: bool = False) -> Splits:
 
 def make_optimizer(model: SeqEncoder, train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; no decay on biases, norms, embeddings or parameters flagged `_no_weight_decay` (LRU's ν, θ, γ)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         skip = p.ndim < 2 or "emb" in name or getattr(p, "_no_weight_decay", False)
         (no_decay if skip else decay).append(p)
@@ -108,7 +109,7 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits:
     if resume:
         saved = read_json(run_dir / "model.json")["config"]
         if saved != to_dict(cfg):
-            raise CheckpointError(f"{run_dir}/model.json: the run was started with another config; resume with the same")
+            raise CheckpointError(f"{run_dir}/model.json: the run was started with another config; resume with it")
         return
     if (run_dir / "trainer.json").exists():
         raise CheckpointError(f"{run_dir}: a run already exists there; pass --resume or choose another --run-dir")
@@ -221,5 +222,6 @@ def finish(cfg: ExperimentConfig, run_dir: Path, model: SeqEncoder, splits: Spli
         "config": to_dict(cfg),
     }
     write_json(run_dir / "results.json", results)
-    print(f"\n{cfg.name}: test ({test['protocol']}, {test['users']} users)\n{format_table(test['metrics'], cfg.eval.ks)}")
+    print(f"\n{cfg.name}: test ({test['protocol']}, {test['users']} users)")
+    print(format_table(test["metrics"], cfg.eval.ks))
     return results
