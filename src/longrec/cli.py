@@ -51,6 +51,12 @@ def _eval(args: argparse.Namespace) -> None:
                  sampled=args.sampled, negatives=args.negatives)
 
 
+def _report(args: argparse.Namespace) -> None:
+    from longrec.train.report import table
+
+    print(table([Path(d) for d in args.run_dirs]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="longrec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -87,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampled ranking against N negatives (labelled as such; default full ranking)")
     e.add_argument("--negatives", type=int, default=100, help="negatives per user for sampled ranking")
     e.set_defaults(func=_eval)
+
+    r = sub.add_parser("report", help="print a markdown table of finished runs (for docs/RESULTS.md)")
+    r.add_argument("run_dirs", nargs="+")
+    r.set_defaults(func=_report)
     return p
 
 

@@ -105,11 +105,17 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
+RESUMABLE_CHANGES = ("epochs", "patience", "time_budget_min")
+
+
 def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits) -> None:
     if resume:
-        saved = read_json(run_dir / "model.json")["config"]
-        if saved != to_dict(cfg):
-            raise CheckpointError(f"{run_dir}/model.json: the run was started with another config; resume with it")
+        saved, now = read_json(run_dir / "model.json")["config"], to_dict(cfg)
+        for key in RESUMABLE_CHANGES:  # a resumed run may be extended, nothing else
+            saved["train"].pop(key, None), now["train"].pop(key, None)
+        if saved != now:
+            raise CheckpointError(f"{run_dir}/model.json: the run was started with another config; resume with it "
+                                  f"(only train.{', train.'.join(RESUMABLE_CHANGES)} may change)")
         return
     if (run_dir / "trainer.json").exists():
         raise CheckpointError(f"{run_dir}: a run already exists there; pass --resume or choose another --run-dir")
@@ -127,6 +133,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False) -> dict[str,
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = pick_device(cfg.train.device)
+    origin = provenance(device, cfg.seed)  # the code that trains, recorded before anything can change it
     splits = load_data(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(splits.corpus.num_items, cfg.model, cfg.train).to(device)
@@ -169,7 +176,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False) -> dict[str,
             f.write(json.dumps({"epoch": epoch, "loss": loss, "seconds": dt, "valid": val["metrics"]}) + "\n")
         print(f"epoch {epoch:3d}  loss {loss:.4f}  valid {cfg.eval.metric} {metric:.4f}  best {prog.best:.4f} "
               f"(epoch {prog.best_epoch})  {dt:.1f}s", file=sys.stderr)
-    return finish(cfg, run_dir, model, splits, prog, device, mtok, time.time() - wall0)
+    return finish(cfg, run_dir, model, splits, prog, device, mtok, time.time() - wall0, origin)
 
 
 def train_epoch(model: SeqEncoder, opt: torch.optim.Optimizer, cfg: ExperimentConfig, splits: Splits, epoch: int,
@@ -198,7 +205,7 @@ def train_epoch(model: SeqEncoder, opt: torch.optim.Optimizer, cfg: ExperimentCo
 
 
 def finish(cfg: ExperimentConfig, run_dir: Path, model: SeqEncoder, splits: Splits, prog: Progress,
-           device: torch.device, mtok: int, wall: float) -> dict[str, Any]:
+           device: torch.device, mtok: int, wall: float, origin: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the best checkpoint on valid and test (the only time test is touched); write results.json."""
     if (run_dir / "best.safetensors").exists():
         model.load_state_dict(load_tensors(run_dir / "best.safetensors"))
@@ -218,7 +225,7 @@ def finish(cfg: ExperimentConfig, run_dir: Path, model: SeqEncoder, splits: Spli
                      "params": describe(model)["params"]},
         "wall_seconds": wall,
         "peak_memory": peak_memory_mib(device),
-        **provenance(device, cfg.seed),
+        **origin,
         "config": to_dict(cfg),
     }
     write_json(run_dir / "results.json", results)

@@ -1,0 +1,39 @@
+"""Markdown tables from finished runs' results.json, for docs/RESULTS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from longrec.errors import CheckpointError
+from longrec.train.checkpoint import read_json
+
+COLUMNS = ("run", "dataset", "model", "NDCG@10", "Recall@10", "MRR@10", "NDCG@20", "epochs (best)",
+           "s/epoch", "min to best", "wall min", "peak RSS MiB", "device", "commit")
+
+
+def row(res: dict[str, Any], run: str) -> list[str]:
+    t, tr, cfg = res["test"], res["training"], res["config"]
+    model = cfg["model"]["mixer"] + "".join(f" {k}={v}" for k, v in cfg["model"]["mixer_args"].items())
+    return [
+        run, cfg["data"]["name"], model, f"{t['ndcg@10']:.4f}", f"{t['recall@10']:.4f}", f"{t['mrr@10']:.4f}",
+        f"{t['ndcg@20']:.4f}", f"{tr['epochs']} ({tr['best_epoch']})", f"{tr['seconds_per_epoch']:.1f}",
+        f"{tr['seconds_to_best'] / 60:.1f}", f"{res['wall_seconds'] / 60:.1f}",
+        f"{res['peak_memory']['cpu_rss_mib']:.0f}", res["device"], res["git_commit"][:12],
+    ]
+
+
+def table(run_dirs: list[Path]) -> str:
+    """One markdown row per run; the protocol of every run is listed under the table."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    protocols = set()
+    for d in run_dirs:
+        path = d / "results.json"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (is the run finished?)")
+        res = read_json(path)
+        lines.append("| " + " | ".join(row(res, d.name)) + " |")
+        protocols.add(res["protocol"])
+    lines.append("")
+    lines.append("Test split; protocol: " + "; ".join(sorted(protocols)) + ".")
+    return "\n".join(lines)
