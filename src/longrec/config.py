@@ -32,7 +32,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     mixer: str = "softmax"  # token mixer from the registry (longrec list mixers)
-    mixer_args: dict[str, Any] = field(default_factory=lambda: {"causal": True})
+    mixer_args: dict[str, Any] = field(default_factory=dict)  # validated against the mixer's config dataclass
     dim: int = 64
     layers: int = 2
     heads: int = 1
@@ -118,6 +118,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, float, str, bool) and (type(value) is not tp):
         raise ConfigError(f"config: '{path}' must be {tp.__name__}, got {value!r}")
     return value
@@ -168,13 +173,18 @@ def _load_raw(spec: str, depth: int = 0) -> dict[str, Any]:
         known = ", ".join(preset_names())
         raise ConfigError(f"config: '{spec}' is neither a YAML file nor a preset (presets: {known})")
     base = raw.pop("base", None)
+    if base and path.suffix in (".yaml", ".yml") and Path(str(base)).suffix in (".yaml", ".yml"):
+        base = path.parent / str(base)  # a relative base file is found beside the file that names it
     return _merge(_load_raw(str(base), depth + 1), raw) if base else raw
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of b over a; a section that names another mixer drops the old mixer's mixer_args."""
     out = dict(a)
+    if "mixer" in b and b["mixer"] != a.get("mixer"):
+        out.pop("mixer_args", None)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "mixer_args" else v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -199,6 +209,10 @@ def parse_override(text: str) -> dict[str, Any]:
 def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Resolve a preset name or YAML path plus overrides into a validated ExperimentConfig."""
     raw = _load_raw(spec)
+    try:  # keys and types of the file and its base chain, checked before overrides so the error names the file
+        from_dict(ExperimentConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{spec}: {str(e).removeprefix('config: ')}") from None
     for o in overrides:
         raw = _merge(raw, parse_override(o))
     cfg = from_dict(ExperimentConfig, raw)

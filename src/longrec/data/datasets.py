@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import sys
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +71,7 @@ def sha256_of(path: Path) -> str:
         with opener(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read ({e})") from None
     return h.hexdigest()
 
@@ -87,7 +89,7 @@ def download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
         if h.hexdigest() != sha256:
             raise DataError(f"{url}: checksum mismatch (sha256 {h.hexdigest()}, expected {sha256})")
         os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise DataError(f"{url}: download failed ({e})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)

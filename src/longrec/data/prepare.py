@@ -13,9 +13,12 @@ def _remap(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense ids 0..K-1 in sorted raw-id order (numeric when every id is an integer) and the raw ids as str."""
     keys = raw
     if raw.dtype.kind in "US":
-        digits = np.char.isdigit(raw.astype(str))
-        if digits.all() and max(len(s) for s in raw[:1000]) < 19:
-            keys = raw.astype(np.int64)
+        s = raw.astype(str)
+        # integer-like only if int() round-trips: "007" and "7" stay two ids, and int64 cannot overflow
+        lens = np.char.str_len(s)
+        numeric = np.char.isdigit(s) & ((lens == 1) | ~np.char.startswith(s, "0"))
+        if numeric.all() and lens.max() < 19:
+            keys = s.astype(np.int64)
     uniq, inverse = np.unique(keys, return_inverse=True)
     return inverse.astype(np.int64), uniq.astype(str)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
@@ -47,9 +48,21 @@ def open_text(path: Path, encoding: str = "utf-8") -> TextIO:
     return open(path, encoding=encoding, newline="")
 
 
+def _bad_line(path: Path, encoding: str) -> int:
+    """1-based number of the first line that does not decode. Text files decode in 8 KiB blocks, so the
+    line being read when the error is raised can be hundreds of lines before the bad byte."""
+    lineno = 0
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                return lineno
+    return lineno + 1
+
+
 def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """(1-based line number, line without newline); decoding and gzip errors name the file."""
-    lineno = 0
     try:
         with open_text(path, encoding) as f:
             for lineno, line in enumerate(f, 1):
@@ -57,7 +70,7 @@ def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read ({e})") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{lineno + 1}: not valid {encoding} text ({e.reason})") from None
+        raise DataError(f"{path}:{_bad_line(path, encoding)}: not valid {encoding} text ({e.reason})") from None
 
 
 def detect_format(path: Path) -> str:
@@ -86,14 +99,18 @@ def _int(token: str, path: Path, lineno: int, field: str) -> int:
 
 
 def _time(token: str, path: Path, lineno: int, field: str) -> float:
+    """Seconds since the epoch; an ISO date without a zone is read as UTC, so results do not depend on $TZ."""
     try:
-        return float(token)
+        t = float(token)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(token).timestamp()
-    except ValueError:
-        raise DataError(f"{path}:{lineno}: field '{field}' must be a number or ISO date, got {token!r}") from None
+        try:
+            dt = datetime.fromisoformat(token)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: field '{field}' must be a number or ISO date, got {token!r}") from None
+        t = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(t):
+        raise DataError(f"{path}:{lineno}: field '{field}' must be a finite number, got {token!r}")
+    return t
 
 
 def _finish(path: Path, users: list, items: list, times: list[float] | None) -> RawLog:
@@ -179,6 +196,8 @@ def read_recbole(path: Path, cols: Columns) -> RawLog:
         parts = line.split("\t")
         if len(parts) != len(fields):
             raise DataError(f"{path}:{lineno}: expected {len(fields)} tab-separated fields, got {len(parts)}")
+        if not parts[iu] or not parts[ii]:
+            raise DataError(f"{path}:{lineno}: empty '{user_col}' or '{item_col}' field")
         users.append(parts[iu])
         items.append(parts[ii])
         if times is not None:
@@ -225,7 +244,7 @@ def _guard(path: Path, rows: Iterator[list[str]]) -> Iterator[list[str]]:
     except (OSError, EOFError, zlib.error, csv.Error) as e:
         raise DataError(f"{path}: cannot read ({e})") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid utf-8 text ({e.reason})") from None
+        raise DataError(f"{path}:{_bad_line(path, 'utf-8')}: not valid utf-8 text ({e.reason})") from None
 
 
 def read_parquet(path: Path, cols: Columns) -> RawLog:
@@ -245,6 +264,10 @@ def read_parquet(path: Path, cols: Columns) -> RawLog:
         raise DataError(f"{path}: cannot read Parquet ({e})") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: no interactions found (empty table)")
+    for c in names:
+        if table.column(c).null_count:
+            row = int(np.flatnonzero(table.column(c).is_null().to_numpy())[0])
+            raise DataError(f"{path}: column '{c}' has a missing value at row {row + 1}")
     users = np.asarray(table.column(cols.user).cast("string").to_pylist())
     items = np.asarray(table.column(cols.item).cast("string").to_pylist())
     times = None

@@ -42,6 +42,8 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: corrupt JSON ({e})") from None
 
@@ -83,11 +85,12 @@ def save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
 
 def load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
     meta = read_json(path.with_suffix(".json"))
+    tensors = load_tensors(path)
     state: dict[int, dict[str, Any]] = defaultdict(dict)
-    for key, v in {**load_tensors(path), **meta["scalars"]}.items():
-        pid, _, name = key.partition(".")
-        state[int(pid)][name] = v
-    try:
+    try:  # a JSON sidecar of the wrong shape is as corrupt as a truncated file
+        for key, v in {**tensors, **meta["scalars"]}.items():
+            pid, _, name = key.partition(".")
+            state[int(pid)][name] = v
         opt.load_state_dict({"state": dict(state), "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: optimizer state does not fit the model ({e})") from None
