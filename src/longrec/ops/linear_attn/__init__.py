@@ -6,11 +6,14 @@ last output channel; zero k (or v) at pads so that pads leave the state unchange
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from longrec.ops.backend import Backend
 from longrec.ops.linear_attn.chunked import chunked_causal_linear_attn
 from longrec.ops.linear_attn.naive import naive_causal_linear_attn
+
+_FLA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def causal_linear_attn(
@@ -26,4 +29,31 @@ def causal_linear_attn(
         return naive_causal_linear_attn(q, k, v, initial_state, output_final_state)
     if backend is Backend.CHUNKED:
         return chunked_causal_linear_attn(q, k, v, initial_state, output_final_state)
-    raise NotImplementedError(f"backend {backend.value} is not implemented yet")
+    if backend is Backend.FLA:
+        return _fla_causal_linear_attn(q, k, v, initial_state, output_final_state)
+    raise NotImplementedError(f"backend {backend!r} is not implemented")
+
+
+def _fla_causal_linear_attn(
+    q: Tensor, k: Tensor, v: Tensor, initial_state: Tensor | None, output_final_state: bool
+) -> tuple[Tensor, Tensor | None]:
+    """flash-linear-attention's chunk kernel (simple GLA without gates = plain linear attention, scale 1).
+    Same shapes as causal_linear_attn; fla keeps the final state in float32."""
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla  # lazy: an optional extra, CUDA only
+    except ImportError as e:
+        raise RuntimeError(
+            "Backend.FLA needs flash-linear-attention (pip install 'longrec[gpu]'); use Backend.CHUNKED without it"
+        ) from e
+    tensors = (q, k, v) if initial_state is None else (q, k, v, initial_state)
+    if not all(t.is_cuda for t in tensors):
+        devices = sorted({str(t.device) for t in tensors})
+        raise RuntimeError(f"Backend.FLA runs on CUDA tensors only, got {', '.join(devices)}; use Backend.CHUNKED")
+    if q.dtype not in _FLA_DTYPES:
+        raise RuntimeError(f"Backend.FLA supports float32, float16 and bfloat16, got {q.dtype}; use Backend.CHUNKED")
+    # fla wants [B,N,H,·]; ours is [B,H,N,·]
+    qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # (B, N, H, ·)
+    o, final = chunk_simple_gla(
+        q=qt, k=kt, v=vt, scale=1.0, initial_state=initial_state, output_final_state=output_final_state
+    )
+    return o.transpose(1, 2), (final if output_final_state else None)  # (B, H, N, V)
