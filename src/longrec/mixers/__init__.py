@@ -4,6 +4,7 @@ import longrec.mixers.efficient  # noqa: F401  (registration side effect)
 import longrec.mixers.hydra  # noqa: F401  (registration side effect)
 import longrec.mixers.linear  # noqa: F401
 import longrec.mixers.linrec  # noqa: F401
+import longrec.mixers.lru  # noqa: F401
 import longrec.mixers.rela  # noqa: F401
 from longrec.mixers import gru, softmax  # noqa: F401  (registration side effect)
 from longrec.mixers.base import MIXERS, MixerState, TokenMixer, build_mixer
