@@ -392,3 +392,12 @@ def test_grouplens_is_latin1(tmp_path: Path) -> None:
     path = write(tmp_path / "r.dat", b"1::2::5::978300760\xe9\n")
     with pytest.raises(DataError, match=r":1: field 'timestamp'"):
         read_log(path)
+
+
+def test_auto_format_keeps_pairs_when_one_line_is_malformed(tmp_path: Path) -> None:
+    lines = [f"{u} {i}" for u in range(1, 6) for i in range(1, 6)]
+    lines[7] = "2 3 4"
+    p = tmp_path / "log.txt"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"log\.txt:8: expected 2 fields"):
+        read_log(p)

@@ -27,12 +27,15 @@ def _data(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
+    if args.what == "mixers":  # only this listing needs torch
+        from longrec.mixers import MIXERS
+
+        print("\n".join(MIXERS.names()))
+        return
     from longrec.config import preset_names
     from longrec.data.datasets import DATASETS
-    from longrec.mixers import MIXERS
 
-    names = {"mixers": MIXERS.names, "presets": preset_names, "datasets": DATASETS.names}[args.what]()
-    print("\n".join(names))
+    print("\n".join(preset_names() if args.what == "presets" else DATASETS.names()))
 
 
 def _train(args: argparse.Namespace) -> None:
