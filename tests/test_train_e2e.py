@@ -15,17 +15,7 @@ from longrec.config import load_config
 from longrec.errors import CheckpointError, ConfigError
 from longrec.train.loop import fit
 from longrec.train.run import evaluate_run, load_run
-
-
-def synthetic_log(path: Path, users: int = 120, length: int = 16, items: int = 40, seed: int = 0) -> Path:
-    """Each user walks the catalogue in steps of +1 from a random start: the next item is predictable."""
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
-        for u in range(1, users + 1):
-            start = int(rng.integers(0, items))
-            for t in range(length):
-                f.write(f"{u} {(start + t) % items + 1}\n")
-    return path
+from tests_helpers import synthetic_log
 
 
 def tiny(log: Path, *extra: str) -> list[str]:

@@ -60,6 +60,13 @@ def _report(args: argparse.Namespace) -> None:
     print(table([Path(d) for d in args.run_dirs]))
 
 
+def _plot(args: argparse.Namespace) -> None:
+    from longrec.plots import plot_attention
+
+    out = plot_attention(Path(args.run_dir), args.user, args.last, Path(args.out) if args.out else None)
+    print(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="longrec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -100,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="print a markdown table of finished runs (for docs/RESULTS.md)")
     r.add_argument("run_dirs", nargs="+")
     r.set_defaults(func=_report)
+
+    pl = sub.add_parser("plot", help="plot a run's attention weights for one user (softmax and LinRec)")
+    pl.add_argument("what", choices=["attention"])
+    pl.add_argument("run_dir")
+    pl.add_argument("--user", required=True, help="raw user id as in the dataset")
+    pl.add_argument("--last", type=int, default=30, help="plot the newest LAST events of the test history")
+    pl.add_argument("--out", default="", help="PNG path (default RUN_DIR/attention-user-U.png)")
+    pl.set_defaults(func=_plot)
     return p
 
 

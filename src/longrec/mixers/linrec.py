@@ -88,6 +88,19 @@ class LinRecMixer(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         return self._attend(x, mask, final=False)[0]
 
+    def attention_weights(self, x: Tensor, mask: Tensor) -> Tensor:
+        """[B,H,N,N]: B' = Q^ K^^T, the matrix LinRec multiplies V by (lower-triangular for the causal form)."""
+        q, k, _ = (t.transpose(1, 2) for t in self._features(x))  # (B, H, N, d)
+        k = k * mask[:, None, :, None]
+        if self.causal:
+            q = self._query(q, k.square().cumsum(2), (positions(mask) + 1)[:, None, :, None])
+        else:
+            q = self._query(q, k.square().sum(2, keepdim=True), mask.sum(-1)[:, None, None, None])
+        w = q @ k.transpose(-1, -2)  # (B, H, N, N)
+        if self.causal:
+            w = w.tril()
+        return w * mask[:, None, :, None]
+
     def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
         """forward() and the state after the window's last event (the op's final state, key norms, count)."""
         if not self.causal:

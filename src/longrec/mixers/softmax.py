@@ -46,6 +46,17 @@ class SoftmaxMixer(nn.Module):
         y = y.transpose(1, 2).reshape(B, N, D)
         return self.out(y) * mask[..., None]
 
+    def attention_weights(self, x: Tensor, mask: Tensor) -> Tensor:
+        """[B,H,N,N] softmax attention probabilities (rows of pads are zero)."""
+        B, N, D = x.shape
+        q, k, _ = (t.transpose(1, 2) for t in self._qkv(x))  # (B, H, N, d)
+        allowed = mask[:, None, None, :]
+        if self.causal:
+            allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
+        allowed = allowed | torch.eye(N, dtype=torch.bool, device=x.device)
+        scores = (q @ k.transpose(-1, -2)) / (D // self.heads) ** 0.5
+        return scores.masked_fill(~allowed, float("-inf")).softmax(-1) * mask[:, None, :, None]
+
     def init_state(self, batch: int, device: torch.device) -> MixerState | None:
         if not self.causal:
             return None

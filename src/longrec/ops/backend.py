@@ -7,5 +7,5 @@ from enum import Enum
 
 class Backend(str, Enum):
     NAIVE = "naive"  # fp32 loop, the oracle; tests only
-    CHUNKED = "chunked"  # pure torch, chunk-parallel; default on CPU and GPU
+    CHUNKED = "chunked"  # the pure-torch parallel path (chunked linear attention, log-depth LRU scan); default
     FLA = "fla"  # flash-linear-attention Triton kernels (CUDA, extra longrec[gpu])
