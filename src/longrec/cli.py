@@ -67,6 +67,20 @@ def _plot(args: argparse.Namespace) -> None:
     print(out)
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from longrec.bench import lru_scan, scaling
+
+    {"scaling": scaling.main, "lru-scan": lru_scan.main}[args.which](args.rest)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    try:
+        from longrec.serve.app import serve_main
+    except ImportError:
+        raise LongrecError("serving needs fastapi and uvicorn (pip install 'longrec[serve]')") from None
+    serve_main(args.run_dir, args.store or Path(args.run_dir) / "serve-state.db", args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="longrec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -115,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--last", type=int, default=30, help="plot the newest LAST events of the test history")
     pl.add_argument("--out", default="", help="PNG path (default RUN_DIR/attention-user-U.png)")
     pl.set_defaults(func=_plot)
+
+    b = sub.add_parser("bench", help="benchmarks that print tables and write CSV/PNG (see docs/BENCHMARKS.md)")
+    b.add_argument("which", choices=["scaling", "lru-scan"], help="scaling: mixers vs N; lru-scan: scan vs loop")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (--help lists them)")
+    b.set_defaults(func=_bench)
+
+    sv = sub.add_parser("serve", help="serve a run over HTTP: streamed per-user state, top-k recommendations")
+    sv.add_argument("run_dir")
+    sv.add_argument("--store", default="", help="sqlite:///state.db or a path (default RUN_DIR/serve-state.db)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(func=_serve)
     return p
 
 

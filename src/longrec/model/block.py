@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 
-from longrec.mixers.base import MixerState, TokenMixer
+from longrec.mixers.base import MixerState, TokenMixer, prefill
+
+S = TypeVar("S")
 
 
 class Dropout(nn.Module):
@@ -52,20 +55,24 @@ class Block(nn.Module):
             return x + self.drop(self.ffn(self.norm2(x)))
         return self.norm2(x + self.drop(self.ffn(x)))
 
+    def _around(self, x: Tensor, mix: Callable[[Tensor], tuple[Tensor, S]]) -> tuple[Tensor, S]:
+        """The block's wiring around one mixer call `mix` (forward, prefill or step): residuals, norms, FFN."""
+        if self.norm_first:
+            y, state = mix(self.norm1(x))
+            x = x + self.drop(y)
+        else:
+            y, state = mix(x)
+            x = self.norm1(x + self.drop(y))
+        return self._ffn(x), state
+
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x [B,N,D], mask [B,N] -> [B,N,D]."""
-        if self.norm_first:
-            x = x + self.drop(self.mixer(self.norm1(x), mask))
-        else:
-            x = self.norm1(x + self.drop(self.mixer(x, mask)))
-        return self._ffn(x)
+        return self._around(x, lambda a: (self.mixer(a, mask), None))[0]
+
+    def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
+        """forward() and the mixer state after each row's last real event."""
+        return self._around(x, lambda a: prefill(self.mixer, a, mask))
 
     def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
         """x_t [B,D] -> ([B,D], new state): the same computation as forward at one new position."""
-        if self.norm_first:
-            y, state = self.mixer.step(state, self.norm1(x_t))
-            x_t = x_t + self.drop(y)
-        else:
-            y, state = self.mixer.step(state, x_t)
-            x_t = self.norm1(x_t + self.drop(y))
-        return self._ffn(x_t), state
+        return self._around(x_t, lambda a: self.mixer.step(state, a))

@@ -71,6 +71,19 @@ class SeqEncoder(nn.Module):
             state.update({f"{i}.{k}": v for k, v in s.items()})
         return state
 
+    def prefill(self, items: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
+        """forward() plus the state after each row's last real event, in init_state/step's layout, as if every
+        real event had been stepped: items [B,N], mask [B,N] -> (h [B,N,D], state). Each block runs its mixer
+        through `prefill` (one batched pass); raises for global (non-causal) mixers."""
+        x = self._embed(items, positions(mask))
+        state: MixerState = {"pos": mask.long().sum(-1)}
+        for i, block in enumerate(self.layers):
+            if not block.mixer.causal:
+                raise ConfigError(f"mixer '{type(block.mixer).__name__}' is global (non-causal) and cannot stream")
+            x, sub = block.prefill(x, mask)
+            state.update({f"{i}.{k}": v for k, v in sub.items()})
+        return self.norm(x) * mask[..., None], state
+
     def step(self, state: MixerState, items: Tensor) -> tuple[Tensor, MixerState]:
         """Advance every layer by one event: items [B] -> (h [B,D], new state)."""
         pos = state["pos"]

@@ -1,0 +1,466 @@
+"""Mixer scaling benchmark (issue 6): forward+backward time and peak memory versus sequence length N.
+
+Every variant runs side by side in one process tree, lengths in the outer loop, so CPU ratios compare like with like.
+A variant is a preset (`longrec list presets`) or a registered mixer (plugged into the sasrec shell with its default
+arguments), optionally with `@BACKEND` (chunked | fla | naive) for mixers with a causal op backend. Level `block` times
+one Block (mixer + FFN) on x [B,N,D]; level `model` the preset's SeqEncoder (depth as in the preset) plus chunked CE
+over a catalogue of --items on every position. Both run in train mode; bf16 is autocast, as in training.
+
+Each cell is one warm-up run, then the median of --reps timed runs (CUDA synchronised). Peak memory:
+  CUDA: growth of torch.cuda.max_memory_allocated over the memory allocated before the cell (parameters, grads,
+        inputs, activations, workspaces from the caching allocator; not the CUDA context nor the cache's slack).
+  CPU:  each cell runs in a fresh interpreter (--isolate, the CPU default); the growth of its peak resident set
+        (getrusage ru_maxrss) from a baseline taken after a tiny warm-up of the same variant (so library code pages
+        and thread pools are already resident). It counts everything the cell touched, allocator slack included.
+        Without isolation CPU memory is not measured (a process-wide high-water mark cannot be attributed to a cell).
+Out of memory (an exception, or the kernel's OOM killer ending an isolated cell), a cell over --time-limit, or any
+other failure is recorded as a status; that variant's larger N are then recorded as skipped. The time limit is checked
+between runs (a run is never interrupted in-process); isolated cells are killed after 2 x limit + 60 s.
+
+    python -m longrec.bench.scaling --device cuda --dtype bf16 --level block
+    python -m longrec.bench.scaling --device cpu --threads 1 --lengths 128 256 512 1024 --level model
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import gc
+import json
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longrec.config import ModelConfig, from_dict, load_config, preset_names
+from longrec.errors import LongrecError
+from longrec.losses import chunked_ce
+from longrec.mixers import MIXERS, build_mixer
+from longrec.mixers.linear import op_backend
+from longrec.model.block import Block
+from longrec.model.encoder import SeqEncoder
+
+DEFAULT_LENGTHS = tuple(2**k for k in range(7, 15))  # 128 .. 16384
+LEVELS = ("block", "model")
+DTYPES = ("fp32", "bf16")
+FAILED = ("oom", "timeout", "error")  # statuses after which a variant's larger N are skipped
+REFERENCE = "sasrec"  # causal softmax: ratio_to_softmax divides by its time at the same N
+COLUMNS = tuple(
+    "variant mixer level N batch dim device dtype threads status ms peak_mib ratio_to_softmax memory note".split()
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: a variant at one length (JSON-serialisable, for an isolated child process)."""
+
+    variant: str
+    level: str = "block"
+    N: int = 128
+    batch: int = 8
+    dim: int = 64
+    device: str = "cpu"
+    dtype: str = "fp32"
+    reps: int = 3
+    time_limit_s: float = 120.0
+    items: int = 10_000  # catalogue size at model level
+    threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
+
+
+def variant_config(variant: str, dim: int, max_len: int) -> ModelConfig:
+    """Model config of `PRESET|MIXER[@BACKEND]` at width dim and window max_len; a bad variant is a ConfigError."""
+    name, _, backend = variant.partition("@")
+    base, overrides = name, [f"model.dim={dim}", f"model.max_len={max_len}"]
+    if name not in preset_names() and name in MIXERS:
+        base, overrides = REFERENCE, [f"model.mixer={name}", *overrides]
+    if backend:
+        op_backend(backend)  # a ConfigError naming the valid backends
+        overrides.append(f"model.mixer_args.backend={backend}")
+    cfg = load_config(base, overrides).model
+    _mixer_args(cfg)  # fail now, not hours into a sweep
+    return cfg
+
+
+def _mixer_args(cfg: ModelConfig) -> Any:
+    entry = MIXERS.get(cfg.mixer)
+    return from_dict(entry.config, cfg.mixer_args, "model.mixer_args") if entry.config else None
+
+
+def _causal(cfg: ModelConfig) -> bool:
+    return bool(getattr(_mixer_args(cfg), "causal", True))  # mixers without the option (lru, gru) are causal
+
+
+def default_variants(device: str) -> list[str]:
+    """Every preset; on CUDA also `PRESET@fla` for presets whose causal mixer has an op backend."""
+    names = preset_names()
+    if not device.startswith("cuda"):
+        return names
+    fla = []
+    for p in names:
+        cfg = load_config(p).model
+        if hasattr(_mixer_args(cfg), "backend") and _causal(cfg):
+            fla.append(f"{p}@fla")
+    return names + fla
+
+
+def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
+    if dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _workload(cell: Cell, device: torch.device) -> Callable[[], None]:
+    """A closure running one forward + backward of the cell's block or model on fixed random inputs."""
+    cfg = variant_config(cell.variant, cell.dim, cell.N)
+    B, N, D = cell.batch, cell.N, cell.dim
+    mask = torch.ones(B, N, dtype=torch.bool, device=device)  # full windows: N real events per row
+    if cell.level == "block":
+        mixer = build_mixer(cfg.mixer, D, cfg.heads, cfg.dropout, cfg.mixer_args)
+        block = Block(mixer, D, cfg.ffn_mult, cfg.dropout, cfg.norm_first).to(device).train()
+        x = torch.randn(B, N, D, device=device, requires_grad=True)
+        g = torch.randn(B, N, D, device=device)
+
+        def run_block() -> None:
+            block.zero_grad(set_to_none=True)
+            x.grad = None
+            with _autocast(device, cell.dtype):
+                y = block(x, mask)  # (B, N, D)
+            (y.float() * g).sum().backward()
+
+        return run_block
+    enc = SeqEncoder(cell.items, cfg).to(device).train()
+    items = torch.randint(1, cell.items + 1, (B, N), device=device)
+    targets = torch.randint(1, cell.items + 1, (B * N,), device=device)
+
+    def run_model() -> None:
+        enc.zero_grad(set_to_none=True)
+        with _autocast(device, cell.dtype):
+            h = enc(items, mask)  # (B, N, D)
+            loss = chunked_ce(h.reshape(B * N, D), targets, enc.item_table())
+        loss.backward()
+
+    return run_model
+
+
+def _maxrss() -> int:
+    """Peak resident set of this process in bytes (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _result(status: str, ms: float | None = None, peak_mib: float | None = None, note: str = "") -> dict[str, Any]:
+    return {"status": status, "ms": ms, "peak_mib": peak_mib, "note": note}
+
+
+def _failure(e: BaseException) -> dict[str, Any]:
+    text = str(e).strip()
+    oom = isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(
+        s in text.lower() for s in ("out of memory", "not enough memory", "can't allocate memory")
+    )
+    line = text.splitlines()[0] if text else ""
+    return _result("oom" if oom else "error", note=f"{type(e).__name__}: {line}"[:200])
+
+
+def measure(cell: Cell, rss: bool = False) -> dict[str, Any]:
+    """Run one cell in this process -> {status, ms (median), peak_mib, note}; failures become statuses.
+    rss: measure CPU memory as ru_maxrss growth (meaningful only in a fresh process, see measure_isolated)."""
+    device = torch.device(cell.device)
+    try:
+        return _measure(cell, device, rss)
+    except Exception as e:  # noqa: BLE001  # one broken variant must not end a sweep of hours: it becomes a row
+        return _failure(e)
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _measure(cell: Cell, device: torch.device, rss: bool) -> dict[str, Any]:
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _maxrss()
+    run = _workload(cell, device)
+    times: list[float] = []
+    start = time.perf_counter()
+    for i in range(cell.reps + 1):  # run 0 warms up (allocator, kernels, autotuning) and is not counted
+        elapsed = time.perf_counter() - start
+        if i and elapsed > cell.time_limit_s:
+            return _result("timeout", note=f"{i} of {cell.reps + 1} runs took {elapsed:.1f} s > {cell.time_limit_s} s")
+        _sync(device)
+        t0 = time.perf_counter()
+        run()
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak: int | None = torch.cuda.max_memory_allocated(device) - base
+    else:
+        peak = _maxrss() - base if rss else None
+    return _result("ok", 1e3 * statistics.median(times), None if peak is None else peak / 2**20)
+
+
+def measure_isolated(cell: Cell) -> dict[str, Any]:
+    """Run one cell in a fresh interpreter: attributable CPU memory, a hard time limit, survives the OOM killer."""
+    cmd = [sys.executable, "-m", "longrec.bench.scaling", "--cell", json.dumps(asdict(cell))]
+    limit = 2 * cell.time_limit_s + 60  # 60 s: interpreter start-up and the tiny warm-up
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        return _result("timeout", note=f"killed after {limit:.0f} s")
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return dict(json.loads(lines[-1]))
+    if proc.returncode == -signal.SIGKILL:
+        return _result("oom", note="killed by SIGKILL (presumably the kernel's OOM killer)")
+    err = proc.stderr.strip().splitlines()
+    return _result("error", note=(err[-1] if err else f"exit status {proc.returncode}")[:200])
+
+
+def _child(spec: str) -> None:
+    """Body of an isolated cell: warm up on a tiny input, then measure; prints one JSON line."""
+    cell = Cell(**json.loads(spec))
+    if cell.threads:
+        torch.set_num_threads(cell.threads)
+    measure(replace(cell, N=min(cell.N, 8), batch=1, reps=1))
+    print(json.dumps(measure(cell, rss=cell.device.startswith("cpu"))), flush=True)
+
+
+def device_name(device: torch.device) -> str:
+    """`cuda (<GPU name>)` or `cpu (<CPU model>)`: rows name the hardware they were measured on."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    model = next((s.split(":", 1)[1].strip() for s in lines if s.startswith("model name")), "")
+    return f"cpu ({model or platform.processor() or platform.machine()})"
+
+
+def run_scaling(
+    presets_or_mixers: Sequence[str] | None = None,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    batch: int = 8,
+    dim: int = 64,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    level: str = "block",
+    reps: int = 3,
+    time_limit_s: float = 120.0,
+    out_dir: Path | str = Path("runs/bench/scaling"),
+    *,
+    items: int = 10_000,
+    threads: int = 0,
+    isolate: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Measure every variant (default: every preset, plus `@fla` variants on CUDA) at every N; write
+    `scaling-LEVEL-DEVICE-DTYPE.csv` and `...-time.png` / `...-memory.png` in out_dir; return the rows.
+    The causal softmax reference (sasrec) is added when no variant is one. isolate: a fresh process per cell
+    (default on CPU, where it is the only way to measure memory)."""
+    if level not in LEVELS or dtype not in DTYPES or reps < 1 or min(lengths) < 1:
+        raise LongrecError(f"scaling: need level in {LEVELS}, dtype in {DTYPES}, reps >= 1, lengths >= 1")
+    dev = torch.device(device)
+    variants = list(presets_or_mixers or default_variants(device))
+    configs = {v: variant_config(v, dim, max(lengths)) for v in variants}
+    ref = next((v for v in variants if "@" not in v and configs[v].mixer == "softmax" and _causal(configs[v])), None)
+    if ref is None:
+        ref = REFERENCE
+        configs[ref] = variant_config(ref, dim, max(lengths))
+    variants = list(dict.fromkeys([ref, *variants]))  # the reference first, in the tables and the legend
+    isolate = dev.type == "cpu" if isolate is None else isolate
+    if threads and not isolate:
+        torch.set_num_threads(threads)
+    common = {
+        "level": level,
+        "batch": batch,
+        "dim": dim,
+        "device": device_name(dev),
+        "dtype": dtype,
+        "threads": threads or torch.get_num_threads(),
+        "memory": "cuda_max_allocated" if dev.type == "cuda" else "cpu_peak_rss_growth" if isolate else "none",
+    }
+    failed_at: dict[str, str] = {}
+    rows: list[dict[str, Any]] = []
+    for N in sorted(set(lengths)):
+        for v in variants:
+            cell = Cell(v, level, N, batch, dim, device, dtype, reps, time_limit_s, items, threads)
+            if v in failed_at:
+                res = _result("skipped", note=failed_at[v])
+            else:
+                res = measure_isolated(cell) if isolate else measure(cell)
+                if res["status"] in FAILED:
+                    failed_at[v] = f"{res['status']} at N={N}"
+            rows.append({"variant": v, "mixer": configs[v].mixer, "N": N, **common, **res, "ratio_to_softmax": None})
+            print(_progress(rows[-1]), file=sys.stderr, flush=True)
+    ref_ms = {r["N"]: r["ms"] for r in rows if r["variant"] == ref and r["status"] == "ok"}
+    for r in rows:
+        if r["status"] == "ok" and r["N"] in ref_ms:
+            r["ratio_to_softmax"] = r["ms"] / ref_ms[r["N"]]
+    write_outputs(rows, Path(out_dir), f"scaling-{level}-{dev.type}-{dtype}")
+    return rows
+
+
+def _progress(r: dict[str, Any]) -> str:
+    ms = "" if r["ms"] is None else f" {r['ms']:.2f} ms"
+    mib = "" if r["peak_mib"] is None else f" {r['peak_mib']:.1f} MiB"
+    return f"{r['variant']:>20} N={r['N']:<6} {r['status']}{ms}{mib} {r['note']}".rstrip()
+
+
+def write_outputs(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
+    """STEM.csv (one row per cell, empty = not measured), STEM-time.png, STEM-memory.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stem}.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows({k: "" if r[k] is None else r[k] for k in COLUMNS} for r in rows)
+    return [path, *plot_scaling(rows, out_dir, stem)]
+
+
+def plot_scaling(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
+    """Log-log time (and ratio to causal softmax) vs N, and peak memory vs N: one line per variant."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise LongrecError("plotting needs matplotlib (pip install 'longrec[plot]')") from None
+    r0 = rows[0]
+    title = f"{r0['level']} fwd+bwd, {r0['device']}, {r0['dtype']}, B={r0['batch']}, D={r0['dim']}"
+    title += f", {r0['threads']} thread(s)" if r0["device"].startswith("cpu") else ""
+    lengths = sorted({r["N"] for r in rows})
+    panels = {
+        "time": [("ms", "ms (median)"), ("ratio_to_softmax", "time / causal softmax")],
+        "memory": [("peak_mib", f"peak MiB ({r0['memory']})")],
+    }
+    paths = []
+    for name, metrics in panels.items():
+        fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.8), squeeze=False)
+        for ax, (key, label) in zip(axes[0], metrics, strict=True):
+            for i, v in enumerate(dict.fromkeys(r["variant"] for r in rows)):
+                mine = [r for r in rows if r["variant"] == v]
+                pts = [(r["N"], r[key]) for r in mine if r[key] is not None and r[key] > 0]  # log axes: > 0 only
+                fail = next((r for r in mine if r["status"] in FAILED), None)
+                tag = f" ({fail['status']} at {fail['N']})" if fail else ""
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", ms=3, ls=("-", "--", ":")[i // 10 % 3], label=v + tag)
+            ax.set(xlabel="sequence length N", ylabel=label)
+            if not ax.lines:
+                ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
+                continue
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(lengths, [str(n) for n in lengths], minor=False)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+        if axes[0][-1].lines:  # one legend, right of the last panel
+            axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        paths.append(out_dir / f"{stem}-{name}.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Variants x N tables of time and memory. CPU shows time only as the ratio to causal softmax (same run);
+    CUDA shows median ms with the ratio."""
+    r0 = rows[0]
+    cpu = r0["device"].startswith("cpu")
+    lengths = sorted({r["N"] for r in rows})
+    cells = {(r["variant"], r["N"]): r for r in rows}
+
+    def fmt_time(r: dict[str, Any]) -> str:
+        if r["status"] != "ok":
+            return r["status"]
+        ratio = "" if r["ratio_to_softmax"] is None else f"{r['ratio_to_softmax']:.2f}x"
+        return ratio if cpu else f"{r['ms']:.2f} ({ratio})" if ratio else f"{r['ms']:.2f}"
+
+    def fmt_mem(r: dict[str, Any]) -> str:
+        return r["status"] if r["status"] != "ok" else "" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
+
+    out = [
+        f"{r0['level']} forward+backward, {r0['device']}, {r0['dtype']}, B={r0['batch']}, D={r0['dim']}, "
+        f"threads={r0['threads']}"
+    ]
+    for what, fmt in (
+        ("time / causal softmax" if cpu else "ms (x causal softmax)", fmt_time),
+        (f"peak MiB ({r0['memory']})", fmt_mem),
+    ):
+        out += ["", f"| {what} | " + " | ".join(f"N={n}" for n in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
+        for v in dict.fromkeys(r["variant"] for r in rows):
+            out.append(f"| {v} | " + " | ".join(fmt(cells[v, n]) for n in lengths) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", help="presets or mixers, optionally @BACKEND (default: every preset)")
+    p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="sequence lengths N")
+    p.add_argument("--batch", type=int, default=8, help="batch size B")
+    p.add_argument("--dim", type=int, default=64, help="model dim D")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--dtype", choices=DTYPES, default="fp32", help="bf16 = autocast, as in training")
+    p.add_argument("--level", choices=LEVELS, default="block", help="one block, or the whole model with its loss")
+    p.add_argument("--reps", type=int, default=3, help="timed runs per cell after one warm-up; the median is reported")
+    p.add_argument("--time-limit", type=float, default=120.0, help="seconds per cell before it counts as a timeout")
+    p.add_argument("--out", type=Path, default=Path("runs/bench/scaling"), help="directory for the CSV and PNGs")
+    p.add_argument("--items", type=int, default=10_000, help="catalogue size at model level")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch default)")
+    p.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a fresh process per cell (default: on CPU, where it is how memory is measured)",
+    )
+    p.add_argument("--cell", help=argparse.SUPPRESS)  # internal: the body of an isolated cell
+    args = p.parse_args(argv)
+    if args.cell:
+        _child(args.cell)
+        return
+    try:
+        rows = run_scaling(
+            args.variants,
+            args.lengths,
+            args.batch,
+            args.dim,
+            args.device,
+            args.dtype,
+            args.level,
+            args.reps,
+            args.time_limit,
+            args.out,
+            items=args.items,
+            threads=args.threads,
+            isolate=args.isolate,
+        )
+    except LongrecError as e:
+        p.error(str(e))
+    print(markdown_table(rows))
+    print(
+        f"\nwrote {args.out}/scaling-{args.level}-{torch.device(args.device).type}-{args.dtype}.csv, -time.png, "
+        "-memory.png"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Streaming inference and the HTTP service (app.py needs the `serve` extra: fastapi, uvicorn)."""
+
+from longrec.serve.session import (
+    Applied,
+    Event,
+    Recommender,
+    Scored,
+    ServeError,
+    StreamingUnsupported,
+    UnknownItem,
+    UnknownUser,
+)
+from longrec.serve.store import SQLiteStore, StateStore, StoreError, UserRecord, open_store
+from longrec.serve.stream import StreamMode
+
+__all__ = [
+    "Applied",
+    "Event",
+    "Recommender",
+    "Scored",
+    "ServeError",
+    "StreamingUnsupported",
+    "UnknownItem",
+    "UnknownUser",
+    "SQLiteStore",
+    "StateStore",
+    "StoreError",
+    "UserRecord",
+    "open_store",
+    "StreamMode",
+]

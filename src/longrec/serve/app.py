@@ -1,0 +1,123 @@
+"""HTTP service over a Recommender: events in, top-k out; every refused request is a 4xx JSON with a message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from longrec.errors import ConfigError
+
+try:
+    from fastapi import FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, BeforeValidator, Field
+    from starlette.exceptions import HTTPException
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ConfigError(f"the HTTP service needs the serve extra: pip install 'longrec[serve]' ({e})") from None
+
+from longrec.serve.session import Event, Recommender, Scored, ServeError
+
+MAX_EVENTS = 10_000  # per request: bounds the work (and the write transaction) one call can cause
+MAX_ITEMS = 10_000  # per anonymous history; only the newest max_len events are encoded
+
+
+def _as_str(v: Any) -> Any:
+    """Numeric ids (MovieLens-style) are accepted as JSON numbers and become their decimal strings."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+Id = Annotated[str, BeforeValidator(_as_str), Field(min_length=1, max_length=256)]
+
+
+class EventIn(BaseModel):
+    user: Id
+    item: Id
+    event_id: Id | None = None  # idempotency key, unique per user
+    ts: float | None = None  # accepted, unused: events apply in arrival order
+
+
+class EventsIn(BaseModel):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class ItemsIn(BaseModel):
+    items: list[Id] = Field(min_length=1, max_length=MAX_ITEMS)  # oldest first
+    k: int = Field(10, ge=1, le=1000)
+    exclude_seen: bool = True
+
+
+def _ranked(scored: list[Scored]) -> list[dict[str, Any]]:
+    return [{"item": s.item, "score": s.score} for s in scored]
+
+
+def _message(err: Any) -> str:
+    """A validation error's message, with the JSON decoder's reason when the body is not JSON."""
+    msg = str(err.get("msg", "invalid"))
+    reason = (err.get("ctx") or {}).get("error")
+    return f"{msg} ({reason})" if err.get("type") == "json_invalid" and reason else msg
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
+
+
+def create_app(recommender: Recommender) -> FastAPI:
+    """The FastAPI app; sync handlers run in the server's thread pool (the store is thread-safe)."""
+    rec = recommender
+    app = FastAPI(title="longrec", summary="streaming sequential recommendation", version="1")
+
+    @app.exception_handler(ServeError)
+    def serve_error(_: Request, e: ServeError) -> JSONResponse:
+        return _error(e.status, e.code, str(e))
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errs = [{"loc": list(x.get("loc", ())), "msg": _message(x)} for x in e.errors()]
+        first = errs[0] if errs else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        return _error(422, "invalid_request", f"{where}: {first['msg']}", details=errs)
+
+    @app.exception_handler(HTTPException)
+    def http_error(_: Request, e: HTTPException) -> JSONResponse:  # unknown routes, wrong methods
+        return JSONResponse(
+            {"error": "http_error", "message": str(e.detail)}, status_code=e.status_code, headers=e.headers
+        )
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": rec.name,
+            "streaming": rec.mode.value,
+            "items": len(rec.item_index),
+            "users": rec.store.count(),
+        }
+
+    @app.post("/v1/events")
+    def post_events(body: EventsIn) -> dict[str, int]:
+        res = rec.observe_many([Event(e.user, e.item, e.event_id, e.ts) for e in body.events])
+        return {"applied": res.applied, "duplicates": res.duplicates}
+
+    @app.get("/v1/users/{user}/recommendations")
+    def user_recommendations(
+        user: str, k: Annotated[int, Query(ge=1, le=1000)] = 10, exclude_seen: bool = True
+    ) -> dict[str, Any]:
+        return {"user": user, "items": _ranked(rec.recommend(user, k, exclude_seen))}
+
+    @app.post("/v1/recommendations")
+    def item_list_recommendations(body: ItemsIn) -> dict[str, Any]:
+        return {"items": _ranked(rec.recommend_items(body.items, body.k, body.exclude_seen))}
+
+    return app
+
+
+def serve_main(run_dir: str | Path, store_url: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Load the run, open the state store and serve HTTP until interrupted."""
+    import uvicorn
+
+    rec = Recommender.load(run_dir, store=store_url)
+    try:
+        uvicorn.run(create_app(rec), host=host, port=port)
+    finally:
+        rec.close()

@@ -1,0 +1,290 @@
+"""Recommender: a trained run served per user; observe(user, item) advances a stored state, recommend ranks from it."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from longrec.data.corpus import Corpus
+from longrec.errors import LongrecError
+from longrec.mixers.base import MixerState
+from longrec.model.encoder import SeqEncoder, mask_token
+from longrec.serve.store import EventKey, StateStore, UserRecord, open_store
+from longrec.serve.stream import STREAMERS, Streamer, encode_last, stream_mode
+from longrec.train.run import load_run
+
+MAX_LISTED = 5  # unknown ids named in one error message
+
+
+class ServeError(LongrecError):
+    """A request the service refuses; `status` is its HTTP code and the message says why."""
+
+    status = 400
+    code = "bad_request"
+
+
+class UnknownItem(ServeError):
+    status = 422
+    code = "unknown_item"
+
+
+class UnknownUser(ServeError):
+    status = 404
+    code = "unknown_user"
+
+
+class StreamingUnsupported(ServeError):
+    status = 409
+    code = "streaming_unsupported"
+
+
+@dataclass(frozen=True)
+class Event:
+    user: str
+    item: str
+    event_id: str | None = None  # (user, event_id) is applied at most once; None: always applied
+    ts: float | None = None  # accepted, unused: the encoders have no time input; events apply in arrival order
+
+
+@dataclass(frozen=True)
+class Applied:
+    applied: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class Scored:
+    item: str  # raw (external) item id
+    score: float
+
+
+def run_fingerprint(run_dir: Path) -> str:
+    """sha256 over the model config and best weights: states built by other weights are never reused."""
+    h = hashlib.sha256()
+    for name in ("model.json", "best.safetensors"):
+        h.update((run_dir / name).read_bytes())
+    return h.hexdigest()
+
+
+class Recommender:
+    """Serves one trained run with raw (external) ids, mapped through the run's id maps.
+
+    Users: the first observed event creates a user. A user of the run's corpus with no stored state starts from
+    its whole corpus history (built on first use, or for everyone by prefill_from_corpus), as if every corpus
+    event had been observed. recommend() for a user neither stored nor in the corpus raises UnknownUser (404):
+    an empty history has nothing personal to rank from, and a typo should not look like a valid answer.
+    Models with global mixers cannot stream (StreamingUnsupported) but still answer recommend_items.
+    """
+
+    def __init__(
+        self,
+        model: SeqEncoder,
+        corpus: Corpus,
+        store: StateStore,
+        fingerprint: str,
+        mask_token_id: int = 0,
+        name: str = "",
+    ) -> None:
+        self.model = model.eval()
+        self.corpus = corpus
+        self.store = store
+        self.name = name
+        self.device = next(model.parameters()).device
+        self.mode = stream_mode(model)
+        self.mask_token = mask_token_id
+        self.item_ids: list[str] = [str(x) for x in corpus.item_ids.tolist()]
+        self.item_index = {raw: i for i, raw in enumerate(self.item_ids) if i > 0}  # index 0 is PAD, never an item
+        self.user_index = {str(raw): u for u, raw in enumerate(corpus.user_ids.tolist())}
+        kind = STREAMERS.get(self.mode)
+        self._streamer: Streamer | None = kind(model, mask_token_id) if kind else None
+        store.bind(fingerprint)
+
+    @classmethod
+    def load(
+        cls, run_dir: str | Path, store: StateStore | str | Path | None = None, device: str | None = None
+    ) -> Recommender:
+        """The run's best model; `store` is a StateStore, a store URL/path, or None for run_dir/serve-state.db."""
+        run_dir = Path(run_dir)
+        cfg, model, splits = load_run(run_dir, torch.device(device) if device else None)
+        if store is None or isinstance(store, (str, Path)):
+            store = open_store(store if store is not None else run_dir / "serve-state.db")
+        return cls(model, splits.corpus, store, run_fingerprint(run_dir), mask_token(model, cfg.train), cfg.name)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ---- streaming -------------------------------------------------------------------------------------------
+
+    def observe(self, user: str, item: str, event_id: str | None = None) -> bool:
+        """Apply one event; False when (user, event_id) was applied before."""
+        return self.observe_many([Event(user, item, event_id)]).applied == 1
+
+    @torch.inference_mode()
+    def observe_many(self, events: Sequence[Event]) -> Applied:
+        """Apply a batch in one store transaction: all of it or, on an error (unknown item), none of it. A user's
+        events apply in the order given; users advance together, one batched step per event round."""
+        streamer = self._require_streaming()
+        for e in events:
+            _check_id("user", e.user)
+        items = self._item_indices([e.item for e in events], "; nothing was applied")
+        if not events:
+            return Applied(0, 0)
+        with self.store.batch() as txn:
+            keys = [(e.user, str(e.event_id)) if e.event_id is not None else None for e in events]
+            done = txn.applied([key for key in keys if key is not None])
+            new_keys: list[EventKey] = []
+            todo: dict[str, list[int]] = {}
+            for e, key, i in zip(events, keys, items, strict=True):
+                if key is not None:
+                    if key in done:
+                        continue
+                    done.add(key)
+                    new_keys.append(key)
+                todo.setdefault(e.user, []).append(i)
+            if todo:
+                users = list(todo)
+                records = self._records(users, txn.get(users))
+                state = streamer.extend(_stack([records[u].state for u in users], self.device), list(todo.values()))
+                txn.put(
+                    {
+                        u: UserRecord(
+                            _row(state, b), _union(records[u].seen, todo[u]), records[u].events + len(todo[u])
+                        )
+                        for b, u in enumerate(users)
+                    }
+                )
+            txn.mark_applied(new_keys)
+        applied = sum(map(len, todo.values()))
+        return Applied(applied, len(events) - applied)
+
+    @torch.inference_mode()
+    def prefill_from_corpus(self, users_per_batch: int = 1024) -> int:
+        """Store the state of every corpus user that has none yet (their whole history, batched prefill); users
+        that already have a state keep it. Returns the number of users built."""
+        self._require_streaming()
+        users = list(self.user_index)
+        built = 0
+        for i in range(0, len(users), users_per_batch):
+            part = users[i : i + users_per_batch]
+            with self.store.batch() as txn:
+                stored = txn.get(part)
+                missing = [u for u in part if u not in stored]
+                txn.put(self._from_corpus(missing))
+            built += len(missing)
+        return built
+
+    # ---- ranking ---------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[Scored]:
+        """Top-k items for a user's current state (a read: a corpus user's history is encoded, not stored)."""
+        self._require_streaming()
+        _check_id("user", user)
+        rec = self.store.get([user]).get(user)
+        if rec is None:
+            if user not in self.user_index:
+                raise UnknownUser(
+                    f"unknown user '{user}': no events observed and not in the run's data; "
+                    "POST its events first, or rank an item list with POST /v1/recommendations"
+                )
+            rec = self._from_corpus([user])[user]
+        return self._top_k(rec.state["h"][None].to(self.device), [rec.seen if exclude_seen else None], k)[0]
+
+    @torch.inference_mode()
+    def recommend_items(self, items: Sequence[str], k: int = 10, exclude_seen: bool = True) -> list[Scored]:
+        """Top-k items after an anonymous history (raw ids, oldest first): one forward over its newest max_len
+        events. Works for every model, global mixers included."""
+        if not items:
+            raise ServeError("items: give at least one item id")
+        idx = self._item_indices(items)
+        h = encode_last(self.model, [idx], self.mask_token)
+        return self._top_k(h, [torch.tensor(idx) if exclude_seen else None], k)[0]
+
+    def _top_k(self, h: Tensor, exclude: list[Tensor | None], k: int) -> list[list[Scored]]:
+        """h [B,D] -> per row the k best items (PAD and the excluded indices never ranked), best first."""
+        if k < 1:
+            raise ServeError(f"k must be at least 1, got {k}")
+        scores = h.float() @ self.model.item_table().float().T  # [B, I+1]
+        scores[:, 0] = float("-inf")
+        for b, ex in enumerate(exclude):
+            if ex is not None and ex.numel():
+                scores[b, ex.to(self.device)] = float("-inf")
+        vals, idx = scores.topk(min(k, scores.shape[1] - 1), dim=-1)
+        return [
+            [Scored(self.item_ids[i], v) for v, i in zip(vr, ir, strict=True) if not math.isinf(v)]
+            for vr, ir in zip(vals.tolist(), idx.tolist(), strict=True)
+        ]
+
+    # ---- helpers ---------------------------------------------------------------------------------------------
+
+    def _require_streaming(self) -> Streamer:
+        if self._streamer is None:
+            raise StreamingUnsupported(
+                f"model '{self.name}' uses global (bidirectional) mixers: it keeps no per-user state, so it cannot "
+                "observe events or recommend for a user; POST /v1/recommendations with the item list instead"
+            )
+        return self._streamer
+
+    def _item_indices(self, items: Sequence[str], consequence: str = "") -> list[int]:
+        for item in items:
+            _check_id("item", item)
+        unknown = list(dict.fromkeys(i for i in items if i not in self.item_index))
+        if unknown:
+            more = f" and {len(unknown) - MAX_LISTED} more" if len(unknown) > MAX_LISTED else ""
+            names = ", ".join(f"'{u}'" for u in unknown[:MAX_LISTED])
+            raise UnknownItem(
+                f"unknown item id(s) {names}{more}: not in the run's catalogue of "
+                f"{len(self.item_index)} items{consequence}"
+            )
+        return [self.item_index[i] for i in items]
+
+    def _records(self, users: list[str], stored: dict[str, UserRecord]) -> dict[str, UserRecord]:
+        """Stored records, else built from the corpus history, else empty (a new user)."""
+        missing = [u for u in users if u not in stored]
+        out = {**stored, **self._from_corpus([u for u in missing if u in self.user_index])}
+        fresh = [u for u in missing if u not in out]
+        if fresh:
+            assert self._streamer is not None
+            empty = self._streamer.empty(1)
+            out.update({u: UserRecord(_row(empty, 0), torch.zeros(0, dtype=torch.long), 0) for u in fresh})
+        return out
+
+    def _from_corpus(self, users: list[str], batch_tokens: int = 32768) -> dict[str, UserRecord]:
+        """Records of corpus users from their whole histories, in batches of about batch_tokens padded events."""
+        streamer = self._require_streaming()
+        seqs = {u: self.corpus.seq(self.user_index[u]).astype("int64").tolist() for u in users}
+        order = sorted(users, key=lambda u: -len(seqs[u]))
+        out: dict[str, UserRecord] = {}
+        i = 0
+        while i < len(order):
+            n = max(len(seqs[order[i]]), 1)  # the longest in this batch: users are sorted by length
+            part = order[i : i + max(1, batch_tokens // n)]
+            state = streamer.from_history([seqs[u] for u in part])
+            for b, u in enumerate(part):
+                out[u] = UserRecord(_row(state, b), _union(torch.zeros(0, dtype=torch.long), seqs[u]), len(seqs[u]))
+            i += len(part)
+        return out
+
+
+def _check_id(kind: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ServeError(f"{kind} id must be a non-empty string, got {value!r}")
+
+
+def _stack(states: list[dict[str, Tensor]], device: torch.device) -> MixerState:
+    return {k: torch.stack([s[k] for s in states]).to(device) for k in states[0]}
+
+
+def _row(state: MixerState, b: int) -> dict[str, Tensor]:
+    return {k: v[b].cpu() for k, v in state.items()}
+
+
+def _union(seen: Tensor, items: list[int]) -> Tensor:
+    """Sorted distinct item indices."""
+    return torch.unique(torch.cat([seen.long(), torch.tensor(items, dtype=torch.long)]))

@@ -1,0 +1,127 @@
+"""How a batch of users' encoder states advances: one step per event, or a re-encoded window for growing states."""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from longrec.mixers.base import MixerState
+from longrec.model.encoder import SeqEncoder
+
+
+class StreamMode(enum.Enum):
+    STEP = "step"  # constant-size state (linear/recurrent mixers): one SeqEncoder.step per event, O(1) in history
+    WINDOW = "window"  # growing state (softmax KV cache): keep the newest max_len events, re-encode them per update
+    NONE = "none"  # global (bidirectional) mixers: no per-user state; anonymous item lists only
+
+
+def stream_mode(model: SeqEncoder) -> StreamMode:
+    """STEP when one step leaves the shape of every state tensor unchanged, WINDOW when the state grows."""
+    if not model.causal:
+        return StreamMode.NONE
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        state = model.init_state(1, device)
+        _, after = model.step(state, torch.ones(1, dtype=torch.long, device=device))
+    grows = any(after[k].shape != v.shape for k, v in state.items())
+    return StreamMode.WINDOW if grows else StreamMode.STEP
+
+
+def left_pad(seqs: list[list[int]], device: torch.device, n: int = 0) -> Tensor:
+    """[B, max(n, longest)] int64, each sequence right-aligned after zeros (PAD)."""
+    n = max([n, *map(len, seqs)])
+    out = torch.zeros(len(seqs), n, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        if s:
+            out[b, n - len(s) :] = torch.tensor(s, dtype=torch.long)
+    return out.to(device)
+
+
+def encode_last(model: SeqEncoder, seqs: list[list[int]], mask_token: int) -> Tensor:
+    """h [B,D] at the last position of each sequence's newest max_len events, exactly as the evaluator builds
+    its input (the newest max_len-1 events and the mask token for cloze-trained models)."""
+    n = model.max_len - (1 if mask_token else 0)
+    items = left_pad([s[-n:] + ([mask_token] if mask_token else []) for s in seqs], next(model.parameters()).device)
+    return model(items, items > 0)[:, -1]
+
+
+class Streamer(Protocol):
+    """Batched states: dicts of [B,...] tensors, always with "h" [B,D], the encoder output to rank from after the
+    last event (for cloze-trained models, the output at a mask token placed after it)."""
+
+    def empty(self, batch: int) -> MixerState: ...
+
+    def extend(self, state: MixerState, seqs: list[list[int]]) -> MixerState: ...
+
+    def from_history(self, seqs: list[list[int]]) -> MixerState: ...
+
+
+class StepStreamer:
+    """Constant-size encoder state: events advance it by SeqEncoder.step, histories build it by SeqEncoder.prefill."""
+
+    def __init__(self, model: SeqEncoder, mask_token: int) -> None:
+        self.model = model
+        self.mask_token = mask_token
+        self.device = next(model.parameters()).device
+
+    def _with_output(self, state: MixerState, h: Tensor) -> MixerState:
+        if self.mask_token:  # the cloze query: stepped for its output only, never kept in the state
+            h = self.model.step(state, torch.full_like(state["pos"], self.mask_token))[0]
+        return {**state, "h": h}
+
+    def empty(self, batch: int) -> MixerState:
+        state = self.model.init_state(batch, self.device)
+        return {**state, "h": torch.zeros(batch, self.model.item_emb.embedding_dim, device=self.device)}
+
+    def extend(self, state: MixerState, seqs: list[list[int]]) -> MixerState:
+        """Round r steps the r-th new event of every user that has one: a batch of users shares each step."""
+        enc = {k: v for k, v in state.items() if k != "h"}
+        h = state["h"].clone()
+        for r in range(max(map(len, seqs), default=0)):
+            rows = [b for b, s in enumerate(seqs) if len(s) > r]
+            idx = torch.tensor(rows, device=self.device)
+            items = torch.tensor([seqs[b][r] for b in rows], dtype=torch.long, device=self.device)
+            out, sub = self.model.step({k: v[idx] for k, v in enc.items()}, items)
+            enc = {k: v.index_copy(0, idx, sub[k]) for k, v in enc.items()}
+            h = h.index_copy(0, idx, out)
+        return self._with_output(enc, h)
+
+    def from_history(self, seqs: list[list[int]]) -> MixerState:
+        items = left_pad(seqs, self.device)
+        out, state = self.model.prefill(items, items > 0)
+        return self._with_output(state, out[:, -1])
+
+
+class WindowStreamer:
+    """Growing state (softmax attention): the state is the newest max_len events, re-encoded after each update.
+    Per event this costs one forward over the window (O(max_len²)), and the result equals offline evaluation
+    exactly; a KV cache would grow without bound in the store and attend past the window the model was trained on."""
+
+    def __init__(self, model: SeqEncoder, mask_token: int) -> None:
+        self.model = model
+        self.mask_token = mask_token
+        self.device = next(model.parameters()).device
+
+    def empty(self, batch: int) -> MixerState:
+        return {
+            "window": torch.zeros(batch, self.model.max_len, dtype=torch.long, device=self.device),
+            "h": torch.zeros(batch, self.model.item_emb.embedding_dim, device=self.device),
+        }
+
+    def extend(self, state: MixerState, seqs: list[list[int]]) -> MixerState:
+        kept = [[i for i in w.tolist() if i] for w in state["window"]]
+        return self.from_history([old + new for old, new in zip(kept, seqs, strict=True)])
+
+    def from_history(self, seqs: list[list[int]]) -> MixerState:
+        n = self.model.max_len
+        window = left_pad([s[-n:] for s in seqs], self.device, n)
+        return {"window": window, "h": encode_last(self.model, seqs, self.mask_token)}
+
+
+STREAMERS: dict[StreamMode, type[StepStreamer] | type[WindowStreamer]] = {
+    StreamMode.STEP: StepStreamer,
+    StreamMode.WINDOW: WindowStreamer,
+}

@@ -1,0 +1,98 @@
+"""Smoke test of the mixer-scaling benchmark at tiny sizes: rows, statuses, CSV columns, PNGs, OOM and timeout."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from longrec.bench.scaling import COLUMNS, markdown_table, run_scaling
+from longrec.errors import ConfigError
+from longrec.mixers.lru import LRUMixer
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TINY: dict[str, Any] = {"batch": 2, "dim": 16, "device": "cpu", "dtype": "fp32", "reps": 1}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        return list(reader)
+
+
+def test_block_rows_csv_pngs_and_simulated_oom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def oom(self: LRUMixer, x: Tensor, mask: Tensor) -> Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB (simulated)")
+
+    monkeypatch.setattr(LRUMixer, "forward", oom)
+    rows = run_scaling(
+        ["hydrarec-causal", "lrurec"], [32, 16], level="block", time_limit_s=60, out_dir=tmp_path, isolate=False, **TINY
+    )
+    status = {(r["variant"], r["N"]): r["status"] for r in rows}
+    assert status == {
+        ("sasrec", 16): "ok",
+        ("hydrarec-causal", 16): "ok",
+        ("lrurec", 16): "oom",
+        ("sasrec", 32): "ok",
+        ("hydrarec-causal", 32): "ok",
+        ("lrurec", 32): "skipped",
+    }
+    saved = read_csv(tmp_path / "scaling-block-cpu-fp32.csv")
+    assert [(r["variant"], int(r["N"]), r["status"]) for r in saved] == [
+        (r["variant"], r["N"], r["status"]) for r in rows
+    ]
+    for r in saved:
+        assert r["device"].startswith("cpu") and r["level"] == "block" and r["dim"] == "16" and r["batch"] == "2"
+        assert r["peak_mib"] == "" and r["memory"] == "none"  # in-process CPU memory is not attributable
+        if r["status"] == "ok":
+            assert float(r["ms"]) > 0 and float(r["ratio_to_softmax"]) > 0
+        else:
+            assert r["ms"] == r["ratio_to_softmax"] == ""
+    assert {float(r["ratio_to_softmax"]) for r in saved if r["variant"] == "sasrec"} == {1.0}
+    lru = [r for r in saved if r["variant"] == "lrurec"]
+    assert "OutOfMemoryError" in lru[0]["note"] and lru[1]["note"] == "oom at N=16"
+    for name in ("time", "memory"):
+        png = tmp_path / f"scaling-block-cpu-fp32-{name}.png"
+        assert png.read_bytes()[:8] == PNG
+    table = markdown_table(rows)
+    assert "| lrurec | oom | skipped |" in table and "1.00x" in table
+
+
+def test_model_level_timeout_skips_larger_lengths(tmp_path: Path) -> None:
+    rows = run_scaling(
+        ["sasrec", "lt-sasrec"],
+        [16, 32],
+        level="model",
+        time_limit_s=0.0,
+        out_dir=tmp_path,
+        isolate=False,
+        items=50,
+        **TINY,
+    )
+    assert [(r["variant"], r["N"], r["status"]) for r in rows] == [
+        ("sasrec", 16, "timeout"),
+        ("lt-sasrec", 16, "timeout"),
+        ("sasrec", 32, "skipped"),
+        ("lt-sasrec", 32, "skipped"),
+    ]
+    assert (tmp_path / "scaling-model-cpu-fp32.csv").exists()
+
+
+def test_isolated_cell_measures_cpu_memory(tmp_path: Path) -> None:
+    (row,) = run_scaling(
+        ["sasrec"], [16], level="model", time_limit_s=60, out_dir=tmp_path, isolate=True, items=50, **TINY
+    )
+    assert row["status"] == "ok", row["note"]
+    assert row["memory"] == "cpu_peak_rss_growth" and row["peak_mib"] >= 0 and row["ms"] > 0
+
+
+def test_unknown_variant_fails_before_measuring(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope"):
+        run_scaling(["nope"], [16], out_dir=tmp_path, **TINY)
+    with pytest.raises(ConfigError, match="backend"):
+        run_scaling(["causal-linrec@cuda-magic"], [16], out_dir=tmp_path, **TINY)
