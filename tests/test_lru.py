@@ -171,3 +171,29 @@ def test_skip_variant_keeps_the_contract() -> None:
     for t in range(5, 8):
         y_t, state = m.step(state, x[:, t])
         torch.testing.assert_close(y_t, full[:, t])
+
+
+def test_backends_of_the_mixer_agree_and_auto_picks_by_batch() -> None:
+    """scan and loop give the same outputs and gradients through the layer (B = 40: auto takes the loop on CPU)."""
+    from longrec.errors import ConfigError
+    from longrec.mixers.lru import _pick_backend
+
+    cpu = torch.device("cpu")
+    assert _pick_backend("auto", 40, cpu) is Backend.NAIVE and _pick_backend("auto", 4, cpu) is Backend.CHUNKED
+    assert _pick_backend("auto", 40, torch.device("cuda")) is Backend.CHUNKED
+    torch.manual_seed(0)
+    x = torch.randn(40, 13, 8)
+    mask = torch.arange(13)[None] >= torch.randint(0, 13, (40, 1))  # left padding, some rows empty
+    outs = []
+    for backend in ("scan", "loop", "auto"):
+        torch.manual_seed(1)
+        m = lru(8, {"backend": backend})
+        xx = x.clone().requires_grad_()
+        y = m(xx, mask)
+        (y * torch.linspace(-1, 1, 8)).sum().backward()
+        outs.append([y.detach(), xx.grad, m.nu_log.grad, m.in_proj.weight.grad])
+    for other in outs[1:]:
+        for got, ref in zip(other, outs[0], strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="backend must be auto, scan or loop"):
+        lru(8, {"backend": "fast"})

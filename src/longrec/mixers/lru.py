@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from longrec.errors import ConfigError
 from longrec.mixers.base import MIXERS, MixerState
+from longrec.ops.backend import Backend
 from longrec.ops.lru import lru_scan
 
 
@@ -27,6 +28,19 @@ class LRUConfig:
     max_phase: float = 2 * math.pi  # arg λ initialised uniform in [0, max_phase)
     skip: bool = False  # add D ⊙ x_t (Orvieto et al.); LRURec's code drops D for the block's residual connection
     bias: bool = True  # biases in B and C, as LRURec's projections
+    backend: str = "auto"  # scan | loop | auto: the faster measured (docs/BENCHMARKS.md, LRU scan)
+
+
+# On CPU the sequential loop beats the log-depth scan once the batch is wide enough to hide the per-step overhead
+# (python -m longrec.bench.lru_scan, one thread, P = 128: scan/loop 0.3x at B = 1 but 1.1x at B = 32 and 1.6x at
+# B = 128, N = 200..1000); on CUDA the scan's log-depth wins over N kernel launches.
+_LOOP_MIN_BATCH_CPU = 32
+
+
+def _pick_backend(choice: str, batch: int, device: torch.device) -> Backend:
+    if choice == "auto":
+        choice = "loop" if device.type == "cpu" and batch >= _LOOP_MIN_BATCH_CPU else "scan"
+    return Backend.NAIVE if choice == "loop" else Backend.CHUNKED
 
 
 def _no_decay(t: Tensor) -> nn.Parameter:
@@ -44,6 +58,9 @@ class LRUMixer(nn.Module):
         super().__init__()
         if not (0.0 < cfg.r_min <= cfg.r_max < 1.0 and cfg.state_mult > 0):
             raise ConfigError(f"config: lru needs 0 < r_min <= r_max < 1 and state_mult > 0, got {cfg}")
+        if cfg.backend not in ("auto", "scan", "loop"):
+            raise ConfigError(f"config: model.mixer_args.backend must be auto, scan or loop, got {cfg.backend!r}")
+        self.backend = cfg.backend
         P = self.state_size = cfg.state_mult * dim
         radius_sq = torch.rand(P) * (cfg.r_max**2 - cfg.r_min**2) + cfg.r_min**2  # |λ|², uniform on the ring
         phase = cfg.max_phase * torch.rand(P).clamp_min(1e-12)  # > 0: it is stored as a log
@@ -67,7 +84,8 @@ class LRUMixer(nn.Module):
         bx = self.in_proj(x).view(B, N, self.state_size, 2).to(lam.dtype) * self.gamma_log.exp()[:, None]  # γ ⊙ Bx
         a = torch.where(m, lam, lam.new_tensor([1.0, 0.0]))  # (B, N, P, 2): λ, the identity at pads
         b = torch.where(m, bx, 0.0)  # (B, N, P, 2): γ ⊙ Bx, zero at pads
-        h, final = lru_scan(a, b, initial_state=h0, output_final_state=True)  # (B, N, P, 2), (B, P, 2)
+        backend = _pick_backend(self.backend, B, x.device)
+        h, final = lru_scan(a, b, initial_state=h0, output_final_state=True, backend=backend)  # (B,N,P,2), (B,P,2)
         y = self.out_proj(h.flatten(-2))  # (B, N, D): Re(C h)
         if self.skip is not None:
             y = y + self.skip * x
