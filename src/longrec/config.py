@@ -27,6 +27,7 @@ class DataConfig:
     split: str = "loo"  # loo (leave-one-out) | temporal (global time cut)
     temporal_valid: float = 0.8  # quantiles of all timestamps where valid and test periods start
     temporal_test: float = 0.9
+    mmap: bool = False  # large logs: stream csv/tsv/parquet in bounded memory, cache as .npy, memory-map the corpus
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     objective: str = "next_item"  # next_item | last_item | masked_item
-    loss: str = "ce"  # ce (full softmax) | bce (sampled negatives, original SASRec)
-    negatives: int = 1  # negatives per position for bce
+    loss: str = "ce"  # ce (full softmax) | bce (original SASRec) | sampled (softmax + logQ) | gbce (gSASRec)
+    negatives: int = 1  # bce: negatives per position; sampled, gbce: negatives per sequence, shared by its positions
+    sampler: str = "uniform"  # sampled: uniform | popularity | in_batch (gbce is calibrated for uniform only)
+    gbce_t: float = 0.75  # gbce calibration t in [0, 1]: 0 = plain BCE, 1 = fully calibrated (beta = alpha)
     mask_prob: float = 0.2  # masked_item: share of positions masked
     cuts: int = 0  # last_item: random prefixes per user per epoch; 0 = every prefix
     window: str = "last"  # last: the newest max_len+1 events | random: a random window each epoch
@@ -70,6 +73,7 @@ class EvalConfig:
     sampled: str = "none"  # none (full ranking) | uniform | popularity
     negatives: int = 100  # sampled ranking: negatives per user
     batch_size: int = 256
+    item_chunk: int = 65536  # full ranking scores at most this many items at a time (memory O(batch * chunk))
     metric: str = "ndcg@10"  # validation metric for model selection and early stopping
 
 
@@ -231,7 +235,8 @@ _CHOICES = {
     "data.split": ("loo", "temporal"),
     "model.pos": ("learned", "none"),
     "train.objective": ("next_item", "last_item", "masked_item"),
-    "train.loss": ("ce", "bce"),
+    "train.loss": ("ce", "bce", "sampled", "gbce"),
+    "train.sampler": ("uniform", "popularity", "in_batch"),
     "train.window": ("last", "random"),
     "eval.sampled": ("none", "uniform", "popularity"),
 }
@@ -246,7 +251,8 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config: '{path}' must be one of {', '.join(choices)}, got {value!r}")
     positive = {"model.dim": cfg.model.dim, "model.layers": cfg.model.layers, "model.heads": cfg.model.heads,
                 "model.max_len": cfg.model.max_len, "train.batch_size": cfg.train.batch_size,
-                "train.epochs": cfg.train.epochs, "eval.batch_size": cfg.eval.batch_size}
+                "train.epochs": cfg.train.epochs, "eval.batch_size": cfg.eval.batch_size,
+                "train.negatives": cfg.train.negatives, "eval.item_chunk": cfg.eval.item_chunk}
     for path, v in positive.items():
         if v <= 0:
             raise ConfigError(f"config: '{path}' must be positive, got {v}")
@@ -257,6 +263,9 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config: 'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
     if not 0.0 < cfg.train.mask_prob < 1.0:
         raise ConfigError(f"config: 'train.mask_prob' must be in (0, 1), got {cfg.train.mask_prob}")
+    if cfg.train.loss == "gbce" and (cfg.train.sampler != "uniform" or not 0.0 <= cfg.train.gbce_t <= 1.0):
+        raise ConfigError(f"config: train.loss=gbce needs train.sampler=uniform (its calibration assumes uniform "
+                          f"negatives) and train.gbce_t in [0, 1], got {cfg.train.sampler!r}, {cfg.train.gbce_t}")
     name, _, k = cfg.eval.metric.partition("@")
     if name not in ("ndcg", "recall", "mrr") or not k.isdigit() or int(k) not in cfg.eval.ks:
         raise ConfigError(f"config: 'eval.metric' must be ndcg|recall|mrr@k with k in eval.ks, got {cfg.eval.metric!r}")

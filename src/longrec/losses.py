@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -15,6 +16,11 @@ def select(h: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return h[keep], targets[keep]
 
 
+def _no_rows(h: Tensor, table: Tensor) -> Tensor:
+    """A zero loss still connected to h and table (every parameter gets a zero gradient, as DDP needs)."""
+    return (h.sum() + table.sum()) * 0.0
+
+
 def full_ce(h: Tensor, targets: Tensor, table: Tensor) -> Tensor:
     """Softmax cross-entropy over the whole catalogue, materialising all logits (the reference).
     h [M,D], targets [M] in 1..I, table [I+1,D] (row 0 = PAD, never a candidate)."""
@@ -25,7 +31,8 @@ def full_ce(h: Tensor, targets: Tensor, table: Tensor) -> Tensor:
 
 class _ChunkedCE(torch.autograd.Function):
     """Mean CE of h @ table.T computed `chunk` rows at a time; gradients are formed in the forward pass, so
-    memory is O(chunk * I) instead of O(M * I) and the logits never exist whole."""
+    memory is O(chunk * I) instead of O(M * I) and the logits never exist whole. Peak extra memory: the table
+    gradient [I+1, D] plus one chunk of logits [chunk, I+1], whatever M (measured: docs/BENCHMARKS.md)."""
 
     @staticmethod
     def forward(ctx: Any, h: Tensor, targets: Tensor, table: Tensor, chunk: int) -> Tensor:
@@ -36,24 +43,31 @@ class _ChunkedCE(torch.autograd.Function):
         w = table.float()
         for s in range(0, M, chunk):
             hc, tc = h[s : s + chunk].float(), targets[s : s + chunk]
-            logits = hc @ w.T  # [C, I+1]
-            logits[:, 0] = float("-inf")
-            lse = torch.logsumexp(logits, dim=-1)  # [C]
-            total += (lse - logits.gather(1, tc[:, None])[:, 0]).sum()
-            p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            p = hc @ w.T  # [C, I+1] logits, turned into d(CE)/d(logits) in place below
+            p[:, 0] = float("-inf")
+            target_logit = p.gather(1, tc[:, None])[:, 0]  # [C]
+            top = p.max(dim=-1, keepdim=True).values  # [C, 1]
+            z = p.sub_(top).exp_().sum(dim=-1, keepdim=True)  # in place: no second [C, I+1] buffer
+            total += (top[:, 0] + z[:, 0].log() - target_logit).sum()
+            p.div_(z)  # softmax
             p[torch.arange(len(tc), device=h.device), tc] -= 1.0  # d(CE)/d(logits) = softmax - onehot
             grad_h[s : s + chunk] = p @ w
             grad_t.addmm_(p.T, hc)
-        ctx.save_for_backward(grad_h, grad_t)
+            del p  # before the next chunk's logits exist
+        ctx.save_for_backward(grad_h)
+        ctx.grad_t = grad_t  # not saved: backward hands this very buffer to autograd instead of a scaled copy
         ctx.dtypes = (h.dtype, table.dtype)
         return total / max(M, 1)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, Tensor | None, None]:
-        grad_h, grad_t = ctx.saved_tensors
-        M = max(grad_h.shape[0], 1)
-        scale = grad_out / M
-        return (grad_h * scale).to(ctx.dtypes[0]), None, (grad_t * scale).to(ctx.dtypes[1]), None
+        (grad_h,) = ctx.saved_tensors
+        grad_t = getattr(ctx, "grad_t", None)
+        if grad_t is None:
+            raise RuntimeError("chunked_ce: backward can run only once (its table gradient is handed over)")
+        del ctx.grad_t
+        scale = grad_out / max(grad_h.shape[0], 1)
+        return (grad_h * scale).to(ctx.dtypes[0]), None, grad_t.mul_(scale).to(ctx.dtypes[1]), None
 
 
 def chunked_ce(h: Tensor, targets: Tensor, table: Tensor, chunk: int = 0) -> Tensor:
@@ -61,18 +75,72 @@ def chunked_ce(h: Tensor, targets: Tensor, table: Tensor, chunk: int = 0) -> Ten
     chunk = rows per step; 0 picks about 2^20 logits per chunk (cache-sized: ~3x faster than full_ce on CPU)."""
     chunk = chunk or max(32, (1 << 20) // table.shape[0])
     if h.shape[0] == 0:
-        return (h.sum() + table.sum()) * 0.0
+        return _no_rows(h, table)
     return _ChunkedCE.apply(h, targets, table, chunk)  # type: ignore[no-any-return]
 
 
 def sampled_bce(h: Tensor, targets: Tensor, table: Tensor, negatives: Tensor) -> Tensor:
     """Binary cross-entropy of the target against sampled negatives (original SASRec).
     h [M,D], targets [M], negatives [M,K] item ids, table [I+1,D]."""
+    if len(targets) == 0:
+        return _no_rows(h, table)
     pos = (h * table[targets]).sum(-1).float()  # [M]
     neg = torch.einsum("md,mkd->mk", h, table[negatives]).float()  # [M, K]
     return F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos)) + F.binary_cross_entropy_with_logits(
         neg, torch.zeros_like(neg)
     )
+
+
+def _sampled_logits(h: Tensor, targets: Tensor, table: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Scores at the positions that have a target: positive [M], negatives [M,K], accidental hits [M,K] (a
+    negative equal to the position's target). Each sequence's K negatives serve all its positions, so memory
+    is O(B*K*D + B*N*K), independent of the catalogue size, and no [M,K,D] gather is formed."""
+    B, N, D = h.shape
+    keep = targets > 0
+    rows = table[torch.cat([targets.reshape(-1), negatives.reshape(-1)])]  # one gather: one [I+1,D] gradient
+    pos = (h * rows[: B * N].view(B, N, D)).sum(-1)[keep].float()  # [M]
+    neg = torch.bmm(h, rows[B * N :].view(B, -1, D).transpose(1, 2))[keep].float()  # [B,N,K] -> [M,K]
+    hit = (negatives[:, None, :] == targets[:, :, None])[keep]  # [M, K]
+    return pos, neg, hit
+
+
+def sampled_softmax(h: Tensor, targets: Tensor, table: Tensor, negatives: Tensor, log_q: Tensor) -> Tensor:
+    """Softmax CE over {target} and the K sampled negatives of the position's sequence, with the logQ correction.
+
+    A negative's logit is s_j - log(K q_j), so that Σ_samples exp(s_j) / (K q_j) estimates the full partition
+    function Σ_{j != target} exp(s_j) without bias (Bengio & Senécal 2008; Yi et al. 2019 for in-batch
+    negatives); the target's logit is not corrected. Accidental hits (a negative equal to the target) are
+    masked out. h [B,N,D], targets [B,N] (0 = no target), table [I+1,D], negatives [B,K] item ids, log_q [B,K]
+    log-probability of drawing each negative. Mean over the M positions that have a target.
+    """
+    if not (targets > 0).any():
+        return _no_rows(h, table)
+    pos, neg, hit = _sampled_logits(h, targets, table, negatives)
+    K = negatives.shape[1]
+    correction = (log_q.float() + math.log(K))[:, None, :].expand(-1, targets.shape[1], -1)[targets > 0]  # [M, K]
+    logits = torch.cat([pos[:, None], (neg - correction).masked_fill(hit, float("-inf"))], dim=1)  # [M, 1+K]
+    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=h.device))
+
+
+def gbce_beta(k: int, num_items: int, t: float) -> float:
+    """gSASRec's exponent β = α(t(1 - 1/α) + 1/α) = 1 - t(1 - α), with sampling rate α = k / (I - 1)."""
+    alpha = k / max(num_items - 1, 1)
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def gbce(h: Tensor, targets: Tensor, table: Tensor, negatives: Tensor, t: float, num_items: int) -> Tensor:
+    """Generalized BCE (Petrov & Macdonald, RecSys 2023) against K uniform negatives per sequence:
+    mean over positions of -(1/(K+1)) [log σ(s+)^β + Σ_j log(1 - σ(s_j))], as gSASRec averages its (1+K)
+    logits. log σ(s)^β = -β softplus(-s) is the stable form of gSASRec's transformed positive logit; accidental
+    hits contribute nothing. h [B,N,D], targets [B,N] (0 = no target), table [I+1,D], negatives [B,K];
+    t in [0, 1] (t = 0: BCE, t = 1: β = α)."""
+    if not (targets > 0).any():
+        return _no_rows(h, table)
+    pos, neg, hit = _sampled_logits(h, targets, table, negatives)
+    K = negatives.shape[1]
+    beta = gbce_beta(K, num_items, t)
+    neg_loss = F.softplus(neg).masked_fill(hit, 0.0).sum(-1)  # [M]
+    return ((beta * F.softplus(-pos) + neg_loss) / (K + 1)).mean()
 
 
 def uniform_negatives(targets: Tensor, num_items: int, k: int, generator: torch.Generator | None = None) -> Tensor:

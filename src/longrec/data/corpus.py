@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -90,3 +91,29 @@ class Corpus:
                 return cls(z["items"], z["offsets"], times, z["user_ids"], z["item_ids"])
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise DataError(f"{path}: not a readable corpus cache ({e})") from None
+
+    def save_dir(self, path: Path) -> None:
+        """Write one .npy file per array into the directory `path` (atomically), for `load_dir`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name, suffix=".tmp"))
+        try:
+            arrays = {"items": self.items, "offsets": self.offsets, "user_ids": self.user_ids.astype(str),
+                      "item_ids": self.item_ids.astype(str), "times": self.times}
+            for name, a in arrays.items():
+                if a is not None:
+                    np.save(tmp / f"{name}.npy", np.asarray(a))
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load_dir(cls, path: Path) -> Corpus:
+        """The corpus of a `save_dir` directory with items, offsets and times memory-mapped (read-only): pages
+        are read on demand and the kernel may drop them again, so the events need not fit in memory."""
+        try:
+            times = np.load(path / "times.npy", mmap_mode="r") if (path / "times.npy").is_file() else None
+            return cls(np.load(path / "items.npy", mmap_mode="r"), np.load(path / "offsets.npy", mmap_mode="r"),
+                       times, np.load(path / "user_ids.npy"), np.load(path / "item_ids.npy"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: not a readable corpus directory ({e})") from None

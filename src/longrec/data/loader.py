@@ -120,3 +120,20 @@ def eval_batches(splits: Splits, rows: EvalSet, n: int, batch_size: int,
         targets = np.zeros_like(items)
         targets[:, -1] = corpus.items[corpus.offsets[u] + e]
         yield _batch(items, targets, u), idx
+
+
+def train_item_counts(splits: Splits, block: int = 1 << 22) -> np.ndarray:
+    """[I+1] float64 count of each item in the training parts seq[:train_end] (index 0 = PAD, count 0).
+    Reads the corpus `block` events at a time, so a memory-mapped corpus is never loaded whole."""
+    c = splits.corpus
+    counts = np.zeros(c.num_items + 1, dtype=np.int64)
+    off, te = c.offsets, splits.train_ends
+    u = 0
+    while u < c.num_users:
+        v = max(int(np.searchsorted(off, off[u] + block, side="right")) - 1, u + 1)  # users u..v-1 in this block
+        lens = te[u:v]
+        start = off[u:v] - off[u]
+        pos = np.repeat(start, lens) + np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        counts += np.bincount(np.asarray(c.items[off[u] : off[v]])[pos], minlength=c.num_items + 1)
+        u = v
+    return counts.astype(np.float64)

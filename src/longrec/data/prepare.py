@@ -9,7 +9,7 @@ from longrec.data.readers import RawLog
 from longrec.errors import DataError
 
 
-def _remap(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def remap_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense ids 0..K-1 in sorted raw-id order (numeric when every id is an integer) and the raw ids as str."""
     keys = raw
     if raw.dtype.kind in "US":
@@ -37,8 +37,8 @@ def kcore_mask(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
 
 def build_corpus(log: RawLog, dedup: bool = False, kcore: int = 0, source: str = "log") -> Corpus:
     """Sort each user's events by time (stable: file order breaks ties), filter, remap ids."""
-    users, user_raw = _remap(log.users)
-    items, item_raw = _remap(log.items)
+    users, user_raw = remap_ids(log.users)
+    items, item_raw = remap_ids(log.items)
     times = log.times
     if times is not None and not np.isfinite(times).all():
         raise DataError(f"{source}: timestamps must be finite numbers")

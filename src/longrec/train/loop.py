@@ -15,16 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from torch import Tensor
 from tqdm import tqdm
 
 from longrec.config import ExperimentConfig, TrainConfig, to_dict
 from longrec.data.datasets import load_corpus
-from longrec.data.loader import Batch, last_item_batches, masked_item_batches, next_item_batches
+from longrec.data.loader import Batch, last_item_batches, masked_item_batches, next_item_batches, train_item_counts
 from longrec.data.readers import Columns
 from longrec.data.split import Splits, make_splits
+from longrec.data.stream import load_large_corpus
 from longrec.errors import CheckpointError
-from longrec.losses import chunked_ce, sampled_bce, select, uniform_negatives
 from longrec.metrics import format_table
 from longrec.model.encoder import SeqEncoder, build_model, describe, mask_token
 from longrec.train.checkpoint import (
@@ -36,8 +35,10 @@ from longrec.train.checkpoint import (
     save_tensors,
     write_json,
 )
+from longrec.train.distributed import SINGLE, Dist, agree, barrier, mean_over_ranks, session, shard
 from longrec.train.evaluate import evaluate
-from longrec.train.runinfo import peak_memory_mib, pick_device, provenance
+from longrec.train.objective import LossFn, batch_loss, make_loss
+from longrec.train.runinfo import peak_memory_mib, provenance
 
 
 @dataclass
@@ -55,7 +56,11 @@ class Progress:
 
 def load_data(cfg: ExperimentConfig, quiet: bool = False) -> Splits:
     d = cfg.data
-    corpus = load_corpus(d.name, d.format, Columns(d.user_col, d.item_col, d.time_col), d.dedup, d.kcore)
+    cols = Columns(d.user_col, d.item_col, d.time_col)
+    if d.mmap:
+        corpus = load_large_corpus(d.name, d.format, cols, d.dedup, d.kcore)
+    else:
+        corpus = load_corpus(d.name, d.format, cols, d.dedup, d.kcore)
     splits = make_splits(corpus, d.split, d.temporal_valid, d.temporal_test)
     for reason, n in splits.dropped.items():
         if n and not quiet:
@@ -91,14 +96,6 @@ def batches_per_epoch(cfg: ExperimentConfig, splits: Splits) -> int:
     return -(-rows[cfg.train.objective] // cfg.train.batch_size)
 
 
-def compute_loss(model: SeqEncoder, b: Batch, train: TrainConfig, gen: torch.Generator | None) -> Tensor:
-    h, targets = select(model(b.items, b.mask), b.targets)
-    table = model.item_table()
-    if train.loss == "bce":
-        return sampled_bce(h, targets, table, uniform_negatives(targets, model.num_items, train.negatives, gen))
-    return chunked_ce(h, targets, table)
-
-
 def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
     if bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -108,7 +105,8 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
 RESUMABLE_CHANGES = ("epochs", "patience", "time_budget_min")
 
 
-def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits) -> None:
+def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits, write: bool = True) -> None:
+    """Check that the run may start (every rank checks, so all fail alike); the writing rank lays out the files."""
     if resume:
         saved, now = read_json(run_dir / "model.json")["config"], to_dict(cfg)
         for key in RESUMABLE_CHANGES:  # a resumed run may be extended, nothing else
@@ -119,6 +117,8 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits:
         return
     if (run_dir / "trainer.json").exists():
         raise CheckpointError(f"{run_dir}: a run already exists there; pass --resume or choose another --run-dir")
+    if not write:
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     c = splits.corpus
     (run_dir / "metrics.jsonl").write_text("")
@@ -127,90 +127,123 @@ def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-    """Train, select the best validation epoch, evaluate it on the test split; returns the results dict."""
+def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, distributed: bool = False) -> dict[str, Any]:
+    """Train, select the best validation epoch, evaluate it on the test split; returns the results dict.
+    Under torchrun (or with distributed=True) every rank trains its share of each batch with DDP; rank 0
+    writes the run directory and logs, and every rank returns the same results."""
+    with session(distributed, cfg.train.device) as (d, device):
+        return _fit(cfg, run_dir, resume, d, device)
+
+
+def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: torch.device) -> dict[str, Any]:
     wall0 = time.time()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
     origin = provenance(device, cfg.seed)  # the code that trains, recorded before anything can change it
-    splits = load_data(cfg)
+    splits = load_data(cfg) if d.main else None  # rank 0 builds the corpus cache, the others then read it
+    barrier(d)
+    splits = splits or load_data(cfg, quiet=True)
     torch.manual_seed(cfg.seed)
     model = build_model(splits.corpus.num_items, cfg.model, cfg.train).to(device)
     opt = make_optimizer(model, cfg.train)
-    _prepare_run_dir(cfg, run_dir, resume, splits)
+    _prepare_run_dir(cfg, run_dir, resume, splits, write=d.main)
+    barrier(d)
     prog = Progress()
     if resume:
         prog = Progress(**read_json(run_dir / "trainer.json"))
         load_model_weights(model, run_dir / "last.safetensors")
         load_optimizer(run_dir / "optim.safetensors", opt)
-        print(f"resuming after epoch {prog.epoch} (best {cfg.eval.metric} {prog.best:.4f} at {prog.best_epoch})",
-              file=sys.stderr)
+        log(d, f"resuming after epoch {prog.epoch} (best {cfg.eval.metric} {prog.best:.4f} at {prog.best_epoch})")
+    net: torch.nn.Module = model
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     mtok = mask_token(model, cfg.train)
+    loss_fn = make_loss(cfg.train, model.num_items, lambda: torch.from_numpy(train_item_counts(splits)))
     info = describe(model)
-    print(f"model: {cfg.model.mixer} x{cfg.model.layers}, {info['params']:,} parameters, device {device}",
-          file=sys.stderr)
+    log(d, f"model: {cfg.model.mixer} x{cfg.model.layers}, {info['params']:,} parameters, device {device}"
+        + (f", {d.world} processes ({d.backend})" if d.world > 1 else ""))
     n_batches = batches_per_epoch(cfg, splits)
     for epoch in range(prog.epoch + 1, cfg.train.epochs + 1):
         if prog.bad_epochs >= cfg.train.patience:
             break
-        if cfg.train.time_budget_min and prog.train_seconds >= 60 * cfg.train.time_budget_min:
-            print(f"stopping: time budget of {cfg.train.time_budget_min} min used", file=sys.stderr)
+        if agree(bool(cfg.train.time_budget_min) and prog.train_seconds >= 60 * cfg.train.time_budget_min, d, device):
+            log(d, f"stopping: time budget of {cfg.train.time_budget_min} min used")
             break
         t0 = time.time()
-        loss = train_epoch(model, opt, cfg, splits, epoch, mtok, device, n_batches)
-        val = evaluate(model, splits, splits.valid, cfg.eval, mtok, device, seed=cfg.seed)
+        loss = train_epoch(net, model, opt, cfg, splits, epoch, mtok, device, n_batches, loss_fn, d)
+        val = evaluate(model, splits, splits.valid, cfg.eval, mtok, device, seed=cfg.seed, dist=d)
         dt = time.time() - t0
         metric = val["metrics"][cfg.eval.metric]
         prog.epoch, prog.train_seconds = epoch, prog.train_seconds + dt
         prog.epoch_seconds.append(dt)
-        if metric > prog.best:
+        improved = metric > prog.best
+        if improved:
             prog.best, prog.best_epoch, prog.bad_epochs, prog.seconds_to_best = metric, epoch, 0, prog.train_seconds
-            save_tensors(run_dir / "best.safetensors", model.state_dict())
         else:
             prog.bad_epochs += 1
-        save_tensors(run_dir / "last.safetensors", model.state_dict())
-        save_optimizer(run_dir / "optim.safetensors", opt)
-        write_json(run_dir / "trainer.json", asdict(prog))
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"epoch": epoch, "loss": loss, "seconds": dt, "valid": val["metrics"]}) + "\n")
-        print(f"epoch {epoch:3d}  loss {loss:.4f}  valid {cfg.eval.metric} {metric:.4f}  best {prog.best:.4f} "
-              f"(epoch {prog.best_epoch})  {dt:.1f}s", file=sys.stderr)
-    return finish(cfg, run_dir, model, splits, prog, device, mtok, time.time() - wall0, origin)
+        if d.main:
+            _save_epoch(run_dir, model, opt, prog, improved, {"epoch": epoch, "loss": loss, "seconds": dt,
+                                                              "valid": val["metrics"]})
+        log(d, f"epoch {epoch:3d}  loss {loss:.4f}  valid {cfg.eval.metric} {metric:.4f}  best {prog.best:.4f} "
+            f"(epoch {prog.best_epoch})  {dt:.1f}s")
+    barrier(d)  # best.safetensors is complete before any rank reads it
+    return finish(cfg, run_dir, model, splits, prog, device, mtok, time.time() - wall0, origin, d)
 
 
-def train_epoch(model: SeqEncoder, opt: torch.optim.Optimizer, cfg: ExperimentConfig, splits: Splits, epoch: int,
-                mtok: int, device: torch.device, n_batches: int) -> float:
-    """One pass over the epoch's batches; seeded by (seed, epoch) so that a resumed run replays the same data."""
-    rng = np.random.default_rng([cfg.seed, epoch])
-    torch.manual_seed(cfg.seed * 100_003 + epoch)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 7 + epoch) if cfg.train.loss == "bce" else None
-    model.train()
+def log(d: Dist, message: str) -> None:
+    """A progress line on stderr, from rank 0 only."""
+    if d.main:
+        print(message, file=sys.stderr)
+
+
+def _save_epoch(run_dir: Path, model: SeqEncoder, opt: torch.optim.Optimizer, prog: Progress, improved: bool,
+                record: dict[str, Any]) -> None:
+    if improved:
+        save_tensors(run_dir / "best.safetensors", model.state_dict())
+    save_tensors(run_dir / "last.safetensors", model.state_dict())
+    save_optimizer(run_dir / "optim.safetensors", opt)
+    write_json(run_dir / "trainer.json", asdict(prog))
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train_epoch(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimizer, cfg: ExperimentConfig,
+                splits: Splits, epoch: int, mtok: int, device: torch.device, n_batches: int, loss_fn: LossFn,
+                d: Dist = SINGLE) -> float:
+    """One pass over the epoch's batches; seeded by (seed, epoch) so that a resumed run replays the same data.
+    net is the model or its DDP wrapper; under DDP each rank trains its shard of every global batch."""
+    rng = np.random.default_rng([cfg.seed, epoch])  # the same on every rank: all build the same global batches
+    torch.manual_seed(cfg.seed * 100_003 + epoch + 7_919 * d.rank)
+    gen = None
+    if cfg.train.loss != "ce":
+        gen = torch.Generator(device=device).manual_seed(cfg.seed * 7 + epoch + 1_000_003 * d.rank)
+    net.train()
     total, count, seqs, t0 = 0.0, 0, 0, time.time()
     bar = tqdm(epoch_batches(cfg, splits, rng, mtok), total=n_batches, desc=f"epoch {epoch}", unit="batch",
-               leave=False, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+               leave=False, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr, disable=not d.main)
     for batch in bar:
-        b = batch.to(device)
+        part, weight = shard(batch, d)
+        b = part.to(device)
         with _autocast(device, cfg.train.bf16):
-            loss = compute_loss(model, b, cfg.train, gen)
+            loss = batch_loss(net, model.item_table(), b, loss_fn, gen)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight).backward()
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
-        total, count, seqs = total + loss.item(), count + 1, seqs + len(b.users)
+        total, count, seqs = total + loss.item() * weight, count + 1, seqs + len(batch.users)
         bar.set_postfix(loss=f"{total / count:.4f}", seq_s=f"{seqs / (time.time() - t0):.0f}", refresh=False)
     bar.close()
-    return total / max(count, 1)
+    return mean_over_ranks(total, d, device) / max(count, 1)
 
 
 def finish(cfg: ExperimentConfig, run_dir: Path, model: SeqEncoder, splits: Splits, prog: Progress,
-           device: torch.device, mtok: int, wall: float, origin: dict[str, Any]) -> dict[str, Any]:
+           device: torch.device, mtok: int, wall: float, origin: dict[str, Any], d: Dist = SINGLE) -> dict[str, Any]:
     """Evaluate the best checkpoint on valid and test (the only time test is touched); write results.json."""
     if (run_dir / "best.safetensors").exists():
         model.load_state_dict(load_tensors(run_dir / "best.safetensors"))
-    valid = evaluate(model, splits, splits.valid, cfg.eval, mtok, device, seed=cfg.seed)
-    test = evaluate(model, splits, splits.test, cfg.eval, mtok, device, seed=cfg.seed + 1)
+    valid = evaluate(model, splits, splits.valid, cfg.eval, mtok, device, seed=cfg.seed, dist=d)
+    test = evaluate(model, splits, splits.test, cfg.eval, mtok, device, seed=cfg.seed + 1, dist=d)
     n = len(prog.epoch_seconds)
     results = {
         "name": cfg.name,
@@ -222,13 +255,14 @@ def finish(cfg: ExperimentConfig, run_dir: Path, model: SeqEncoder, splits: Spli
         "training": {"epochs": prog.epoch, "best_epoch": prog.best_epoch,
                      "seconds_per_epoch": sum(prog.epoch_seconds) / n if n else 0.0,
                      "seconds_to_best": prog.seconds_to_best, "train_seconds": prog.train_seconds,
-                     "params": describe(model)["params"]},
+                     "params": describe(model)["params"], "processes": d.world},
         "wall_seconds": wall,
         "peak_memory": peak_memory_mib(device),
         **origin,
         "config": to_dict(cfg),
     }
-    write_json(run_dir / "results.json", results)
-    print(f"\n{cfg.name}: test ({test['protocol']}, {test['users']} users)")
-    print(format_table(test["metrics"], cfg.eval.ks))
+    if d.main:
+        write_json(run_dir / "results.json", results)
+        print(f"\n{cfg.name}: test ({test['protocol']}, {test['users']} users)")
+        print(format_table(test["metrics"], cfg.eval.ks))
     return results
