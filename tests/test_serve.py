@@ -61,19 +61,26 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+def tiny_run(root: Path, preset: str) -> Path:
+    """root/preset: the preset trained for one epoch on a small synthetic log (30 users, 25 items) in root."""
+    log = root / "walk.txt"
+    if not log.exists():
+        synthetic_log(log, users=30, length=10, items=25)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LONGREC_CACHE_DIR", str(root / "cache"))
+        fit(load_config(preset, tiny(log)), root / preset)
+    return root / preset
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """preset -> a run directory trained for one epoch on a small synthetic log (built once, on first use)."""
     root = tmp_path_factory.mktemp("serve-runs")
-    log = synthetic_log(root / "walk.txt", users=30, length=10, items=25)
     built: dict[str, Path] = {}
 
     def get(preset: str) -> Path:
         if preset not in built:
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setenv("LONGREC_CACHE_DIR", str(root / "cache"))
-                fit(load_config(preset, tiny(log)), root / preset)
-            built[preset] = root / preset
+            built[preset] = tiny_run(root, preset)
         return built[preset]
 
     return get
@@ -260,6 +267,10 @@ def test_http_api(runs: Callable[[str], Path], tmp_path: Path) -> None:
         ("get", "/v1/users/x/recommendations?k=abc", {}, 422, "k"),
         ("post", "/v1/recommendations", {"json": {"items": []}}, 422, "items"),
         ("post", "/v1/recommendations", {"json": {"items": [a], "k": -1}}, 422, "k"),
+        ("post", "/v1/events", {"content": b'{"events": [{"user": "\\ud800", "item": "3"}]}',
+                                "headers": {"content-type": "application/json"}}, 400, "lone surrogate"),
+        ("post", "/v1/events", {"content": b'{"events": [{"user": "x", "item": "3", "event_id": "\\udfff"}]}',
+                                "headers": {"content-type": "application/json"}}, 400, "event id"),
     ]
     for method, url, kwargs, status, needle in bad:
         r = getattr(http, method)(url, **kwargs) if method == "get" else http.request("POST", url, **kwargs)
@@ -267,3 +278,30 @@ def test_http_api(runs: Callable[[str], Path], tmp_path: Path) -> None:
         msg = r.json()["message"]
         assert isinstance(msg, str) and msg and needle in msg, (url, msg)
     assert rec.store.get(["x"])["x"].events == 2  # nothing above changed the state
+
+    def down(users: list[str]) -> None:
+        raise StoreError("state store 'redis://x': Redis failed (ConnectionError)")
+
+    rec.store.get = down  # type: ignore[method-assign]
+    r = http.get("/v1/users/x/recommendations")
+    assert r.status_code == 503 and r.json()["error"] == "store_unavailable" and "Redis failed" in r.json()["message"]
+
+
+def test_state_blobs_are_safetensors_and_round_trip() -> None:
+    from safetensors.torch import load
+
+    from longrec.serve.store import _encode
+
+    tensors = {
+        "pos": torch.tensor(7),  # 0-d, as an unbatched state row holds it
+        "h": torch.randn(5),
+        "valid": torch.tensor([True, False, True]),
+        "0.k": torch.randn(1, 0, 4),  # an empty KV cache
+        "bf": torch.randn(3, 2).bfloat16(),
+        "i32": torch.arange(5, dtype=torch.int32),
+        "strided": torch.randn(4, 3).T,
+    }
+    back = load(_encode(tensors))
+    assert back.keys() == tensors.keys()
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape and torch.equal(back[k], v), k

@@ -44,7 +44,7 @@ def _train(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / cfg.name
-    fit(cfg, run_dir, resume=args.resume)
+    fit(cfg, run_dir, resume=args.resume, distributed=args.distributed)
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -67,10 +67,13 @@ def _plot(args: argparse.Namespace) -> None:
     print(out)
 
 
-def _bench(args: argparse.Namespace) -> None:
-    from longrec.bench import lru_scan, scaling
+BENCHES = {"scaling": "scaling", "lru-scan": "lru_scan", "stream-latency": "stream_latency", "loadtest": "loadtest"}
 
-    {"scaling": scaling.main, "lru-scan": lru_scan.main}[args.which](args.rest)
+
+def _bench(args: argparse.Namespace) -> None:
+    import importlib
+
+    importlib.import_module(f"longrec.bench.{BENCHES[args.which]}").main(args.rest)  # only the chosen one's imports
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -78,7 +81,8 @@ def _serve(args: argparse.Namespace) -> None:
         from longrec.serve.app import serve_main
     except ImportError:
         raise LongrecError("serving needs fastapi and uvicorn (pip install 'longrec[serve]')") from None
-    serve_main(args.run_dir, args.store or Path(args.run_dir) / "serve-state.db", args.host, args.port)
+    serve_main(args.run_dir, args.store or Path(args.run_dir) / "serve-state.db", args.host, args.port,
+               prefill=args.prefill, log_level=args.log_level)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", default="", help="where to write the run (default: RUNS_ROOT/<name>)")
     t.add_argument("--runs-root", default="runs", help="parent of run directories")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
+    t.add_argument("--distributed", action="store_true",
+                   help="DDP over the processes of torchrun (implied when RANK, WORLD_SIZE, LOCAL_RANK are set)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate a finished run's best checkpoint")
@@ -131,15 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_plot)
 
     b = sub.add_parser("bench", help="benchmarks that print tables and write CSV/PNG (see docs/BENCHMARKS.md)")
-    b.add_argument("which", choices=["scaling", "lru-scan"], help="scaling: mixers vs N; lru-scan: scan vs loop")
+    b.add_argument("which", choices=list(BENCHES),
+                   help="scaling: mixers vs N; lru-scan: scan vs loop; stream-latency: per-event update time vs "
+                   "history length; loadtest: HTTP throughput and kill -9 durability of `longrec serve RUN_DIR`")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (--help lists them)")
     b.set_defaults(func=_bench)
 
     sv = sub.add_parser("serve", help="serve a run over HTTP: streamed per-user state, top-k recommendations")
     sv.add_argument("run_dir")
-    sv.add_argument("--store", default="", help="sqlite:///state.db or a path (default RUN_DIR/serve-state.db)")
+    sv.add_argument("--store", default="", help="sqlite:///state.db, a path, or redis://host:port/db[?prefix=NAME] "
+                    "(the redis extra); default RUN_DIR/serve-state.db")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--prefill", action="store_true",
+                    help="before serving, store the state of every user of the run's corpus (whole histories)")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                    help="uvicorn's log level (warning: no access log)")
     sv.set_defaults(func=_serve)
     return p
 

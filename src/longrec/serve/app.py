@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ConfigError(f"the HTTP service needs the serve extra: pip install 'longrec[serve]' ({e})") from None
 
 from longrec.serve.session import Event, Recommender, Scored, ServeError
+from longrec.serve.store import StoreError
+from longrec.serve.stream import StreamMode
 
 MAX_EVENTS = 10_000  # per request: bounds the work (and the write transaction) one call can cause
 MAX_ITEMS = 10_000  # per anonymous history; only the newest max_len events are encoded
@@ -71,6 +74,10 @@ def create_app(recommender: Recommender) -> FastAPI:
     def serve_error(_: Request, e: ServeError) -> JSONResponse:
         return _error(e.status, e.code, str(e))
 
+    @app.exception_handler(StoreError)
+    def store_error(_: Request, e: StoreError) -> JSONResponse:  # the store is down or refuses: not the client's fault
+        return _error(503, "store_unavailable", str(e))
+
     @app.exception_handler(RequestValidationError)
     def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         errs = [{"loc": list(x.get("loc", ())), "msg": _message(x)} for x in e.errors()]
@@ -112,12 +119,43 @@ def create_app(recommender: Recommender) -> FastAPI:
     return app
 
 
-def serve_main(run_dir: str | Path, store_url: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Load the run, open the state store and serve HTTP until interrupted."""
+def prepare(run_dir: str | Path, store_url: str | Path, prefill: bool = False) -> Recommender:
+    """Load the run and open its state store; prefill: first store the state of every user of the run's corpus
+    (whole histories, batched forwards) so no request pays for building one. The corpus is the run's whole
+    dataset, train, valid and test events alike: a deployed model knows every event logged before it went
+    live (the splits only hide the newest ones to measure the model); users already in the store keep theirs."""
+    rec = Recommender.load(run_dir, store=store_url)
+    if prefill and rec.mode == StreamMode.NONE:
+        rec.close()
+        raise ConfigError(f"--prefill: model '{rec.name}' has global (bidirectional) mixers and keeps no user states")
+    if prefill:
+        t0 = time.perf_counter()
+        try:
+            built = rec.prefill_from_corpus()
+        except BaseException:
+            rec.close()
+            raise
+        print(
+            f"longrec serve: prefilled {built} of {len(rec.user_index)} corpus users in "
+            f"{time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
+    return rec
+
+
+def serve_main(
+    run_dir: str | Path,
+    store_url: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    prefill: bool = False,
+    log_level: str = "info",
+) -> None:
+    """Load the run, open the state store (optionally prefilled) and serve HTTP until interrupted."""
     import uvicorn
 
-    rec = Recommender.load(run_dir, store=store_url)
+    rec = prepare(run_dir, store_url, prefill)
     try:
-        uvicorn.run(create_app(rec), host=host, port=port)
+        uvicorn.run(create_app(rec), host=host, port=port, log_level=log_level)
     finally:
         rec.close()

@@ -12,11 +12,11 @@ import torch
 from torch import Tensor
 
 from longrec.data.corpus import Corpus
-from longrec.errors import LongrecError
+from longrec.errors import ConfigError, LongrecError
 from longrec.mixers.base import MixerState
 from longrec.model.encoder import SeqEncoder, mask_token
 from longrec.serve.store import EventKey, StateStore, UserRecord, open_store
-from longrec.serve.stream import STREAMERS, Streamer, encode_last, stream_mode
+from longrec.serve.stream import STREAMERS, Streamer, StreamMode, encode_last, stream_mode
 from longrec.train.run import load_run
 
 MAX_LISTED = 5  # unknown ids named in one error message
@@ -80,6 +80,8 @@ class Recommender:
     event had been observed. recommend() for a user neither stored nor in the corpus raises UnknownUser (404):
     an empty history has nothing personal to rank from, and a typo should not look like a valid answer.
     Models with global mixers cannot stream (StreamingUnsupported) but still answer recommend_items.
+    `mode` overrides the detected StreamMode (benchmarks: STEP on a softmax model keeps its KV cache per user,
+    which grows without bound in the store).
     """
 
     def __init__(
@@ -90,13 +92,16 @@ class Recommender:
         fingerprint: str,
         mask_token_id: int = 0,
         name: str = "",
+        mode: StreamMode | None = None,
     ) -> None:
         self.model = model.eval()
         self.corpus = corpus
         self.store = store
         self.name = name
         self.device = next(model.parameters()).device
-        self.mode = stream_mode(model)
+        self.mode = stream_mode(model) if mode is None else mode
+        if self.mode != StreamMode.NONE and not model.causal:
+            raise ConfigError(f"model '{name}' has global (bidirectional) mixers: it cannot stream ({self.mode.value})")
         self.mask_token = mask_token_id
         self.item_ids: list[str] = [str(x) for x in corpus.item_ids.tolist()]
         self.item_index = {raw: i for i, raw in enumerate(self.item_ids) if i > 0}  # index 0 is PAD, never an item
@@ -132,6 +137,8 @@ class Recommender:
         streamer = self._require_streaming()
         for e in events:
             _check_id("user", e.user)
+            if e.event_id is not None:
+                _check_id("event id", str(e.event_id))
         items = self._item_indices([e.item for e in events], "; nothing was applied")
         if not events:
             return Applied(0, 0)
@@ -275,6 +282,10 @@ class Recommender:
 def _check_id(kind: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise ServeError(f"{kind} id must be a non-empty string, got {value!r}")
+    try:
+        value.encode("utf-8")  # stores and JSON replies need it; a lone UTF-16 surrogate ("\ud800") is not text
+    except UnicodeEncodeError:
+        raise ServeError(f"{kind} id {value!r} is not valid Unicode text (it holds a lone surrogate)") from None
 
 
 def _stack(states: list[dict[str, Tensor]], device: torch.device) -> MixerState:

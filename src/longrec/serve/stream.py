@@ -82,8 +82,11 @@ class StepStreamer:
         h = state["h"].clone()
         for r in range(max(map(len, seqs), default=0)):
             rows = [b for b, s in enumerate(seqs) if len(s) > r]
-            idx = torch.tensor(rows, device=self.device)
             items = torch.tensor([seqs[b][r] for b in rows], dtype=torch.long, device=self.device)
+            if len(rows) == len(seqs):  # every row steps: no gather/scatter (and a growing KV cache may step)
+                h, enc = self.model.step(enc, items)
+                continue
+            idx = torch.tensor(rows, device=self.device)
             out, sub = self.model.step({k: v[idx] for k, v in enc.items()}, items)
             enc = {k: v.index_copy(0, idx, sub[k]) for k, v in enc.items()}
             h = h.index_copy(0, idx, out)

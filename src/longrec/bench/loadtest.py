@@ -1,0 +1,345 @@
+"""Loopback load test and crash durability of `longrec serve` (issue 7); needs the serve extra (httpx).
+
+Starts `longrec serve RUN_DIR` as a subprocess on 127.0.0.1 over a state store (a fresh SQLite file by default).
+  throughput: --clients threads send --events events, each with a unique event id, --batch per request; each
+              client owns its users and sends their events in order. Reports events/s and request p50/p99.
+  durability: the clients send --crash-events more; once --kill-at of them are acknowledged the server is killed
+              with SIGKILL mid-stream. It is restarted on the same store, and each client re-sends every event
+              it has no acknowledgement for, plus --dup-fraction of its acknowledged ones (all must come back
+              as duplicates). Then the store must hold every sent event exactly once: each (user, event id)
+              marked applied, each user's event count equal to its number of distinct events; and the
+              restarted server's recommendations for --check-users users must equal those of an uninterrupted
+              in-process replay of their events, so no event was lost, doubled or reordered.
+
+    longrec bench loadtest runs/ml-1m-gru4rec --events 10000 --clients 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from longrec.errors import LongrecError
+from longrec.serve.store import open_store
+
+Ev = tuple[str, str, str]  # (user, item, event id)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    events: int = 10_000  # throughput phase
+    crash_events: int = 2_000  # durability phase
+    clients: int = 8  # concurrent client threads
+    users: int = 200  # distinct users, spread over the clients
+    batch: int = 1  # events per request
+    kill_at: float = 0.3  # kill the server once this fraction of the durability events is acknowledged
+    dup_fraction: float = 0.1  # acknowledged events re-sent after the restart
+    check_users: int = 20  # users whose recommendations are checked against a replay
+    server_threads: int = 1  # OMP/torch threads of the server
+    prefill: bool = False  # start the server with --prefill (the run's corpus users' states built first)
+    start_timeout_s: float = 120.0
+    seed: int = 0
+
+
+@dataclass
+class Sent:
+    """What one client thread got back: acknowledged events, request latencies (s), the first failure."""
+
+    acked: list[Ev] = field(default_factory=list)
+    unacked: list[Ev] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    error: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`longrec serve` in a subprocess; its output goes to `log`."""
+
+    def __init__(self, run_dir: Path, store: str, log: Path, opts: LoadOptions) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        cmd = [sys.executable, "-m", "longrec", "serve", str(run_dir), "--store", store, "--port", str(self.port)]
+        cmd += ["--log-level", "warning", *(["--prefill"] if opts.prefill else [])]
+        env = {**os.environ, "OMP_NUM_THREADS": str(opts.server_threads)}
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self._wait_ready(opts.start_timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LongrecError(f"longrec serve exited with status {self.proc.returncode}:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise LongrecError(f"longrec serve did not answer /healthz within {timeout_s:.0f} s:\n{self.tail()}")
+
+    def tail(self, n: int = 15) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, as in a crash."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def plan(n: int, opts: LoadOptions, items: Sequence[str], tag: str, rng: random.Random) -> list[list[Ev]]:
+    """n events over opts.users users (user j belongs to client j % clients): one ordered list per client."""
+    per_client: list[list[Ev]] = [[] for _ in range(opts.clients)]
+    for k in range(n):
+        j = rng.randrange(opts.users)
+        per_client[j % opts.clients].append((f"{tag}-u{j}", rng.choice(items), f"{tag}-e{k}"))
+    return per_client
+
+
+def send(url: str, events: list[Ev], batch: int, out: Sent, ack_counter: list[int]) -> None:
+    """POST the events in order, `batch` per request; stop at the first failure (the rest stays unacked)."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60.0) as http:
+        for i in range(0, len(events), batch):
+            part = events[i : i + batch]
+            body = {"events": [{"user": u, "item": it, "event_id": e} for u, it, e in part]}
+            t0 = time.perf_counter()
+            try:
+                r = http.post("/v1/events", json=body)
+            except httpx.TransportError as e:
+                out.error = f"{type(e).__name__}: {e}"
+                out.unacked.extend(events[i:])
+                return
+            if r.status_code != 200:
+                out.error = f"HTTP {r.status_code}: {r.text[:200]}"
+                out.unacked.extend(events[i:])
+                return
+            out.latencies.append(time.perf_counter() - t0)
+            res = r.json()
+            out.applied += res["applied"]
+            out.duplicates += res["duplicates"]
+            out.acked.extend(part)
+            ack_counter[0] += len(part)  # approximate across threads: only steers when to kill
+
+
+def run_clients(
+    url: str, per_client: list[list[Ev]], batch: int, kill: Server | None = None, kill_after: int = 0
+) -> tuple[list[Sent], float]:
+    """One thread per client; with `kill`, SIGKILL that server once kill_after events are acknowledged."""
+    results = [Sent() for _ in per_client]
+    acked = [0]
+    threads = [
+        threading.Thread(target=send, args=(url, evs, batch, res, acked))
+        for evs, res in zip(per_client, results, strict=True)
+    ]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    while kill is not None and any(t.is_alive() for t in threads):
+        if acked[0] >= kill_after:
+            kill.kill()
+            break
+        time.sleep(0.001)
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - t0
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
+
+
+def throughput(results: list[Sent], wall_s: float) -> dict[str, Any]:
+    lat = [x for r in results for x in r.latencies]
+    n = sum(len(r.acked) for r in results)
+    return {
+        "events": n,
+        "requests": len(lat),
+        "seconds": wall_s,
+        "events_per_s": n / wall_s,
+        "p50_ms": 1e3 * _percentile(lat, 0.5),
+        "p99_ms": 1e3 * _percentile(lat, 0.99),
+        "errors": [r.error for r in results if r.error],
+    }
+
+
+def check_store(store_url: str, sent: list[Ev]) -> dict[str, Any]:
+    """Every sent (user, event id) applied, and each user's event count = its number of distinct events."""
+    want: dict[str, int] = {}
+    for u, _, _ in sent:
+        want[u] = want.get(u, 0) + 1
+    store = open_store(store_url)
+    try:
+        with store.batch() as txn:
+            applied = txn.applied([(u, e) for u, _, e in sent])
+        records = store.get(list(want))
+    finally:
+        store.close()
+    missing = len(sent) - len(applied)
+    wrong = {
+        u: (records[u].events if u in records else 0, n)
+        for u, n in want.items()
+        if u not in records or records[u].events != n
+    }
+    return {
+        "events_missing": missing,
+        "users_with_wrong_count": len(wrong),
+        "examples": dict(list(wrong.items())[:5]),
+        "exactly_once": missing == 0 and not wrong,
+    }
+
+
+def check_states(url: str, run_dir: Path, replay_store: Path, sent: list[Ev], n_users: int, rng: random.Random) -> int:
+    """Users (n_users sampled) whose served top-10 differs from an uninterrupted in-process replay of their events
+    (Recommender.observe_many on a fresh store): a lost, doubled or reordered event changes the state."""
+    import httpx
+
+    from longrec.serve.session import Event, Recommender
+
+    history: dict[str, list[Ev]] = {}
+    for ev in sent:
+        history.setdefault(ev[0], []).append(ev)
+    users = rng.sample(sorted(history), min(n_users, len(history)))
+    replay = Recommender.load(run_dir, store=replay_store, device="cpu")
+    bad = 0
+    try:
+        replay.observe_many([Event(u, item, e) for user in users for u, item, e in history[user]])
+        with httpx.Client(base_url=url, timeout=60.0) as http:
+            for u in users:
+                got = http.get(f"/v1/users/{u}/recommendations", params={"k": 10}).json()["items"]
+                want = replay.recommend(u, k=10)
+                same = [g["item"] for g in got] == [w.item for w in want] and all(
+                    abs(g["score"] - w.score) <= 1e-3 * max(1.0, abs(w.score)) for g, w in zip(got, want, strict=True)
+                )
+                bad += not same
+    finally:
+        replay.close()
+    return bad
+
+
+def run_loadtest(run_dir: Path, opts: LoadOptions, store: str = "", work_dir: Path | None = None) -> dict[str, Any]:
+    """Both phases against `longrec serve RUN_DIR`; returns the report (see the module docstring)."""
+    if not (run_dir / "id_maps.json").is_file():
+        raise LongrecError(f"{run_dir}: not a finished run (no id_maps.json)")
+    if not (0 < opts.kill_at < 1) or opts.clients < 1 or opts.users < opts.clients or opts.batch < 1:
+        raise LongrecError("loadtest: need 0 < --kill-at < 1, --clients >= 1, --users >= --clients, --batch >= 1")
+    items = [str(x) for x in json.loads((run_dir / "id_maps.json").read_text())["items"][1:]]
+    rng = random.Random(opts.seed)
+    tag = f"lt{os.getpid()}x{int(time.time())}"  # fresh users and event ids even on a reused store
+    with tempfile.TemporaryDirectory(prefix="longrec-loadtest-") as tmp:
+        work = work_dir or Path(tmp)
+        store = store or f"sqlite:///{work / 'loadtest-state.db'}"
+        log = work / "server.log"
+        server = Server(run_dir, store, log, opts)
+        try:
+            first = plan(opts.events, opts, items, f"{tag}a", rng)
+            results, wall = run_clients(server.url, first, opts.batch)
+            report: dict[str, Any] = {"throughput": throughput(results, wall)}
+            crash = plan(opts.crash_events, opts, items, f"{tag}b", rng)
+            results, _ = run_clients(server.url, crash, opts.batch, server, int(opts.kill_at * opts.crash_events))
+            if server.proc.poll() is None:  # every event was acknowledged before the kill: kill it now
+                server.kill()
+            server = Server(run_dir, store, log, opts)
+            again = []
+            for r in results:
+                dups = rng.sample(r.acked, int(opts.dup_fraction * len(r.acked)))
+                again.append(dups + r.unacked)
+            resent, _ = run_clients(server.url, again, opts.batch)
+            n_dups = sum(int(opts.dup_fraction * len(r.acked)) for r in results)
+            sent = [e for c in first for e in c] + [e for c in crash for e in c]
+            report["durability"] = {
+                "acknowledged_before_kill": sum(len(r.acked) for r in results),
+                "unacknowledged": sum(len(r.unacked) for r in results),
+                "resent_acknowledged": n_dups,
+                "committed_but_unacknowledged": sum(r.duplicates for r in resent) - n_dups,
+                "resend_errors": [r.error for r in resent if r.error],
+                "users_with_wrong_state": check_states(
+                    server.url, run_dir, work / "replay.db", sent, opts.check_users, rng
+                ),
+            }
+        finally:
+            server.stop()
+        report["store"] = check_store(store, sent)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    d = LoadOptions()
+    for name, default, help_ in [
+        ("events", d.events, "events in the throughput phase"),
+        ("crash-events", d.crash_events, "events in the kill -9 phase"),
+        ("clients", d.clients, "concurrent client threads"),
+        ("users", d.users, "distinct users"),
+        ("batch", d.batch, "events per request"),
+        ("kill-at", d.kill_at, "kill once this fraction of the crash-phase events is acknowledged"),
+        ("dup-fraction", d.dup_fraction, "fraction of acknowledged events re-sent after the restart"),
+        ("check-users", d.check_users, "users whose served recommendations are checked"),
+        ("server-threads", d.server_threads, "torch threads of the server"),
+    ]:
+        p.add_argument(f"--{name}", type=type(default), default=default, help=help_)
+    p.add_argument("--prefill", action="store_true", help="start the server with --prefill")
+    p.add_argument("--store", default="", help="state store URL (default: a fresh SQLite file in a temp dir)")
+    args = p.parse_args(argv)
+    opts = LoadOptions(**{f.name: getattr(args, f.name) for f in fields(LoadOptions) if hasattr(args, f.name)})
+    try:
+        report = run_loadtest(args.run_dir, opts, args.store)
+    except LongrecError as e:
+        p.error(str(e))
+    t, dur, st = report["throughput"], report["durability"], report["store"]
+    print(
+        f"throughput: {t['events']} events in {t['requests']} requests from {opts.clients} clients, "
+        f"{t['seconds']:.1f} s: {t['events_per_s']:.0f} events/s, p50 {t['p50_ms']:.1f} ms, p99 {t['p99_ms']:.1f} ms"
+    )
+    print(
+        f"kill -9: {dur['acknowledged_before_kill']} acknowledged, {dur['unacknowledged']} not "
+        f"({dur['committed_but_unacknowledged']} of these had been committed); re-sent them and "
+        f"{dur['resent_acknowledged']} acknowledged ones"
+    )
+    print(
+        f"store: {'every event exactly once' if st['exactly_once'] else 'NOT exactly once'} "
+        f"(missing {st['events_missing']}, users with a wrong count {st['users_with_wrong_count']}); "
+        f"users whose state differs from a replay: {dur['users_with_wrong_state']}"
+    )
+    print(json.dumps(report, indent=1))
+    ok = st["exactly_once"] and not dur["users_with_wrong_state"] and not t["errors"] and not dur["resend_errors"]
+    if not ok:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Per-event update latency of the streaming service (issue 7): one observe() after a history of L events.
+
+Each variant is a small random model (the preset's dims, no training) serving one user per L, whose state is
+prefilled from a history of L random events (Recommender.prefill_from_corpus: batched forwards). Then new events
+are applied one at a time, each to every L's user in turn (so load spikes of a shared machine hit every L alike),
+and timed: --warmup untimed first, then the median and p90 over --reps:
+  observe: Recommender.observe, the service's path (store read, model update, store write; one SQLite transaction)
+  step:    the model update alone (Streamer.extend on the batched state, no store)
+Constant-size states (linear attention, LRU, Hydra, ReLA) should cost the same at every L. Softmax re-encoding
+its last L events (max_len = L) grows with L; a softmax KV cache steps one query but reads, and stores, K and V
+of all L events. Ratios divide by the same variant's time at the smallest L of the run.
+
+    longrec bench stream-latency --lengths 256 1024 4096 16384 --reps 50 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from longrec.bench.scaling import device_name
+from longrec.config import load_config
+from longrec.data.corpus import Corpus
+from longrec.errors import LongrecError
+from longrec.model.encoder import build_model, mask_token
+from longrec.serve.session import Recommender
+from longrec.serve.store import open_store
+from longrec.serve.stream import STREAMERS, StreamMode
+
+DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
+COLUMNS = tuple(
+    "variant preset mixer path L reps observe_p50_us observe_p90_us observe_ratio step_p50_us step_p90_us "
+    "step_ratio state_kib device threads".split()
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    preset: str
+    mode: StreamMode  # how observe() advances the state
+    window_is_history: bool = False  # max_len = L: the window re-encoded per event is the whole prefilled history
+
+
+VARIANTS = {
+    "causal-linrec": Variant("causal-linrec", StreamMode.STEP),
+    "lt-sasrec": Variant("lt-sasrec", StreamMode.STEP),
+    "lrurec": Variant("lrurec", StreamMode.STEP),
+    "hydrarec-causal": Variant("hydrarec-causal", StreamMode.STEP),
+    "recgrela-causal": Variant("recgrela-causal", StreamMode.STEP),
+    "sasrec-reencode": Variant("sasrec", StreamMode.WINDOW, window_is_history=True),
+    "sasrec-kv": Variant("sasrec", StreamMode.STEP),  # SoftmaxMixer.step: a growing KV cache
+}
+DEFAULT_VARIANTS = ("causal-linrec", "lrurec", "hydrarec-causal", "recgrela-causal", "sasrec-reencode", "sasrec-kv")
+
+
+@dataclass(frozen=True)
+class Options:
+    reps: int = 50  # timed events per cell
+    warmup: int = 5  # untimed events first (allocator, first-call paths, SQLite page cache)
+    dim: int = 0  # model width; 0 = the preset's
+    items: int = 1000  # catalogue size (only the embedding lookup depends on it)
+    time_limit_s: float = 60.0  # per variant and path: stop timing after this, once 3 events are timed at each L
+    seed: int = 0
+
+
+def synthetic_corpus(lengths: Sequence[int], items: int, seed: int) -> Corpus:
+    """One user per length, named `L<length>`, with that many random events over raw item ids "1".."items"."""
+    g = np.random.default_rng(seed)
+    hists = [g.integers(1, items + 1, n).astype(np.int32) for n in lengths]
+    return Corpus(
+        items=np.concatenate(hists),
+        offsets=np.cumsum([0, *lengths]).astype(np.int64),
+        times=None,
+        user_ids=np.array([f"L{n}" for n in lengths]),
+        item_ids=np.array(["<pad>", *map(str, range(1, items + 1))]),
+    )
+
+
+def _interleaved(runs: dict[int, Callable[[int], object]], new: Sequence[int], opts: Options) -> dict[int, list[float]]:
+    """Seconds of runs[L](item) per L. Each event is applied at every L in turn, so a slow spell of a shared
+    machine hits every L alike; the first opts.warmup events are not timed."""
+    times: dict[int, list[float]] = {n: [] for n in runs}
+    start = time.perf_counter()
+    for i, item in enumerate(new):
+        for n, run in runs.items():
+            t0 = time.perf_counter()
+            run(item)
+            if i >= opts.warmup:
+                times[n].append(time.perf_counter() - t0)
+        if i + 1 - opts.warmup >= 3 and time.perf_counter() - start > opts.time_limit_s:
+            break
+    return times
+
+
+def _stats(times: list[float]) -> tuple[float, float]:
+    """(median, p90) in microseconds."""
+    us = sorted(1e6 * t for t in times)
+    return statistics.median(us), us[min(len(us) - 1, round(0.9 * (len(us) - 1)))]
+
+
+def _observe(rec: Recommender, user: str, item: int) -> None:
+    rec.observe(user, str(item))
+
+
+def measure(name: str, lengths: Sequence[int], opts: Options, store_dir: Path) -> list[dict[str, Any]]:
+    """One variant at every L: a user per L prefilled with L events (one model, one store), then new events
+    timed through observe() and through the bare model update, interleaved across L."""
+    v, lengths = VARIANTS[name], sorted(set(lengths))
+    torch.manual_seed(opts.seed)
+    overrides = [f"model.dim={opts.dim or load_config(v.preset).model.dim}", "model.dropout=0.0"]
+    if v.window_is_history:
+        overrides.append(f"model.max_len={max(lengths)}")  # every user's whole history fits the window
+    cfg = load_config(v.preset, overrides)
+    model = build_model(opts.items, cfg.model, cfg.train).eval()
+    corpus = synthetic_corpus(lengths, opts.items, opts.seed)
+    token = mask_token(model, cfg.train)
+    rec = Recommender(model, corpus, open_store(store_dir / f"{name}.db"), f"bench {name}", token, name, mode=v.mode)
+    new = np.random.default_rng(opts.seed + 1).integers(1, opts.items + 1, opts.warmup + opts.reps).tolist()
+    try:
+        rec.prefill_from_corpus(users_per_batch=1)  # alone: a KV cache batched with longer rows keeps pads
+        observed = _interleaved({n: partial(_observe, rec, f"L{n}") for n in lengths}, new, opts)
+        records = rec.store.get([f"L{n}" for n in lengths])
+    finally:
+        rec.close()
+    streamer = STREAMERS[v.mode](model, token)
+    with torch.inference_mode():
+        states = {n: streamer.from_history([corpus.seq(u).astype("int64").tolist()]) for u, n in enumerate(lengths)}
+
+        def stepper(n: int) -> Callable[[int], None]:
+            def step(item: int) -> None:
+                states[n] = streamer.extend(states[n], [[item]])
+
+            return step
+
+        stepped = _interleaved({n: stepper(n) for n in lengths}, new, opts)
+    rows = []
+    for n in lengths:
+        (o50, o90), (s50, s90) = _stats(observed[n]), _stats(stepped[n])
+        state = records[f"L{n}"].state
+        rows.append(
+            {
+                "variant": name,
+                "preset": v.preset,
+                "mixer": cfg.model.mixer,
+                "path": rec.mode.value,
+                "L": n,
+                "reps": min(len(observed[n]), len(stepped[n])),
+                "observe_p50_us": o50,
+                "observe_p90_us": o90,
+                "step_p50_us": s50,
+                "step_p90_us": s90,
+                "state_kib": sum(t.numel() * t.element_size() for t in state.values()) / 1024,
+                "device": device_name(torch.device("cpu")),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    return rows
+
+
+def run_stream_latency(
+    variants: Sequence[str] = DEFAULT_VARIANTS,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    opts: Options | None = None,
+    out_dir: Path | str | None = Path("runs/bench/stream-latency"),
+) -> list[dict[str, Any]]:
+    """Measure every (variant, L), add ratios to the smallest L, write stream-latency.csv (+ .png) in out_dir."""
+    opts = opts or Options()
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise LongrecError(f"stream-latency: unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if not lengths or min(lengths) < 1 or opts.reps < 1 or opts.warmup < 0:
+        raise LongrecError("stream-latency: need lengths >= 1, --reps >= 1 and --warmup >= 0")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="longrec-stream-latency-") as tmp:
+        for name in dict.fromkeys(variants):
+            rows += measure(name, lengths, opts, Path(tmp))
+            print(
+                f"{name}: "
+                + ", ".join(f"L={r['L']} {r['observe_p50_us']:.0f} us" for r in rows if r["variant"] == name),
+                file=sys.stderr,
+                flush=True,
+            )
+    for r in rows:
+        first = next(x for x in rows if x["variant"] == r["variant"])  # the smallest L: rows are sorted by L
+        r["observe_ratio"] = r["observe_p50_us"] / first["observe_p50_us"]
+        r["step_ratio"] = r["step_p50_us"] / first["step_p50_us"]
+    if out_dir is not None:
+        write_outputs(rows, Path(out_dir))
+    return rows
+
+
+def write_outputs(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """stream-latency.csv, and stream-latency.png when matplotlib is installed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "stream-latency.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows({k: r[k] for k in COLUMNS} for r in rows)
+    return [path, *plot(rows, out_dir)]
+
+
+def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Log-log median µs vs L, observe() and step side by side; nothing without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("stream-latency: matplotlib not installed, no PNG (pip install 'longrec[plot]')", file=sys.stderr)
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    lengths = sorted({r["L"] for r in rows})
+    for ax, key, label in zip(axes, ("observe_p50_us", "step_p50_us"), ("observe()", "model step only"), strict=True):
+        for v in dict.fromkeys(r["variant"] for r in rows):
+            pts = [(r["L"], r[key]) for r in rows if r["variant"] == v]
+            ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=v)
+        ax.set(yscale="log", xlabel="history length L", ylabel="median µs per event", title=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f"per-event update latency, {rows[0]['device']}, {rows[0]['threads']} thread(s)", fontsize=10)
+    fig.tight_layout()
+    path = out_dir / "stream-latency.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one row per (variant, L), times in µs, ratios to the variant's smallest L."""
+    out = [
+        "| variant | path | L | observe µs p50 | p90 | ratio | step µs p50 | p90 | ratio | state KiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['variant']} | {r['path']} | {r['L']} | {r['observe_p50_us']:.0f} | {r['observe_p90_us']:.0f} | "
+            f"{r['observe_ratio']:.2f} | {r['step_p50_us']:.0f} | {r['step_p90_us']:.0f} | {r['step_ratio']:.2f} | "
+            f"{r['state_kib']:.1f} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help=f"any of: {', '.join(VARIANTS)}")
+    p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="history lengths L")
+    p.add_argument("--reps", type=int, default=Options.reps, help="timed events per cell (median and p90)")
+    p.add_argument("--warmup", type=int, default=Options.warmup, help="untimed events before them")
+    p.add_argument("--dim", type=int, default=0, help="model width (0: the preset's)")
+    p.add_argument("--items", type=int, default=Options.items, help="catalogue size")
+    p.add_argument("--time-limit", type=float, default=Options.time_limit_s, help="seconds per cell and path")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--out", type=Path, default=Path("runs/bench/stream-latency"), help="directory for CSV and PNG")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    opts = Options(args.reps, args.warmup, args.dim, args.items, args.time_limit)
+    try:
+        rows = run_stream_latency(args.variants, args.lengths, opts, args.out)
+    except LongrecError as e:
+        p.error(str(e))
+    print(
+        f"per-event latency, {rows[0]['device']}, {args.threads} thread(s), median of {args.reps} after "
+        f"{args.warmup} warm-up; ratio = time / time at L={min(args.lengths)}"
+    )
+    print(table(rows))
+    print(f"\nwrote {args.out}/stream-latency.csv (and .png with matplotlib)")
+
+
+if __name__ == "__main__":
+    main()
