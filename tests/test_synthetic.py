@@ -49,3 +49,15 @@ def test_bad_parameters():
         SynthConfig(items=101, clusters=10)
     with pytest.raises(ValueError, match="min_len"):
         SynthConfig(min_len=10, max_len=5)
+
+
+def test_cli_writes_the_log_and_reports_bad_options(tmp_path, capsys):
+    from longrec.cli import main
+
+    out = tmp_path / "s.txt"
+    assert main(["synth", str(out), "--users", "3", "--min-len", "20", "--max-len", "40", "--seed", "1"]) == 0
+    assert len(out.read_text().splitlines()) == sum(len(s) for s in generate(
+        SynthConfig(users=3, min_len=20, max_len=40, seed=1)))
+    with pytest.raises(SystemExit) as e:
+        main(["synth", str(out), "--items", "101"])
+    assert e.value.code == 2 and "multiple of clusters" in capsys.readouterr().err

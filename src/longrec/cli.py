@@ -76,6 +76,12 @@ def _bench(args: argparse.Namespace) -> None:
     importlib.import_module(f"longrec.bench.{BENCHES[args.which]}").main(args.rest)  # only the chosen one's imports
 
 
+def _synth(args: argparse.Namespace) -> None:
+    from longrec.data.synthetic import main as synth_main
+
+    synth_main([args.out, *args.rest])
+
+
 def _serve(args: argparse.Namespace) -> None:
     try:
         from longrec.serve.app import serve_main
@@ -100,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--kcore", type=int, default=0, help="iterative k-core filter (0 = off)")
     d.add_argument("--no-cache", action="store_true", help="neither read nor write the corpus cache")
     d.set_defaults(func=_data)
+
+    sy = sub.add_parser("synth", help="write a seeded synthetic log of long histories (docs/BENCHMARKS.md)")
+    sy.add_argument("out", help="pairs file to write (.gz to compress); OUT.json gets the parameters")
+    sy.add_argument("rest", nargs=argparse.REMAINDER, help="the generator's options (longrec synth OUT --help)")
+    sy.set_defaults(func=_synth)
 
     ls = sub.add_parser("list", help="print registered mixers, presets or datasets, one a line")
     ls.add_argument("what", choices=["mixers", "presets", "datasets"])

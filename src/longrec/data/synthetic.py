@@ -19,7 +19,7 @@ History lengths are log-uniform in [min_len, max_len]. Output is a "user item" p
 when the name ends in .gz), readable by `longrec data` like any other log, plus a JSON sidecar with every
 parameter and the seed. Same parameters and seed, same bytes.
 
-    python -m longrec.data.synthetic runs/data/synth-long.txt.gz --users 1000 --min-len 1000 --max-len 20000
+    longrec synth runs/data/synth-long.txt.gz --users 1000 --min-len 1000 --max-len 20000
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ def context_gain(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="longrec synth", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, help="pairs file to write (.gz to compress); PATH.json gets the parameters")
     d = SynthConfig()
     for f, v in asdict(d).items():
