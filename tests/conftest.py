@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,12 @@ def shared_data_available() -> bool:
 
 
 needs_data = pytest.mark.skipif(not shared_data_available(), reason="../shared/data not found (set LONGREC_DATA_DIR)")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one intra-op thread for a module (serving is measured and tested single-threaded)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from longrec.bench import stream_latency
 from longrec.bench.stream_latency import COLUMNS, Options, run_stream_latency, table
@@ -23,12 +21,7 @@ from test_serve import tiny_run
 TINY = Options(reps=3, warmup=1, dim=8, items=20)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
