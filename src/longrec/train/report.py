@@ -12,9 +12,20 @@ COLUMNS = ("run", "dataset", "model", "NDCG@10", "Recall@10", "MRR@10", "NDCG@20
            "s/epoch", "min to best", "wall min", "peak RSS MiB", "device", "commit")
 
 
+def training_objective(train: dict[str, Any]) -> str:
+    """e.g. "next_item ce" or "next_item sampled popularity x256": what the model was trained on."""
+    loss = train["loss"]
+    if loss == "sampled":
+        loss += f" {train.get('sampler', 'uniform')} x{train['negatives']}"
+    elif loss in ("bce", "gbce"):
+        loss += f" x{train['negatives']}"
+    return f"{train['objective']} {loss}"
+
+
 def row(res: dict[str, Any], run: str) -> list[str]:
     t, tr, cfg = res["test"], res["training"], res["config"]
     model = cfg["model"]["mixer"] + "".join(f" {k}={v}" for k, v in cfg["model"]["mixer_args"].items())
+    model += f"; {training_objective(cfg['train'])}"
     return [
         run, cfg["data"]["name"], model, f"{t['ndcg@10']:.4f}", f"{t['recall@10']:.4f}", f"{t['mrr@10']:.4f}",
         f"{t['ndcg@20']:.4f}", f"{tr['epochs']} ({tr['best_epoch']})", f"{tr['seconds_per_epoch']:.1f}",

@@ -1,0 +1,38 @@
+"""longrec report: one markdown row per finished run, naming what each model was trained on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from longrec.errors import CheckpointError
+from longrec.train.report import table, training_objective
+
+
+def results(loss: str, **train: object) -> dict:
+    return {
+        "test": {"ndcg@10": 0.17561, "recall@10": 0.3053, "mrr@10": 0.1362, "ndcg@20": 0.203},
+        "training": {"epochs": 74, "best_epoch": 64, "seconds_per_epoch": 61.27, "seconds_to_best": 4080.0},
+        "config": {"data": {"name": "ml-1m"}, "model": {"mixer": "softmax", "mixer_args": {"causal": True}},
+                   "train": {"objective": "next_item", "loss": loss, "negatives": 256, **train}},
+        "wall_seconds": 4542.0, "peak_memory": {"cpu_rss_mib": 1309.4}, "device": "cpu (x86_64, 2 threads)",
+        "git_commit": "43b5c6b0123456789", "protocol": "full ranking, history masked",
+    }
+
+
+def test_rows_name_the_loss_and_the_protocol(tmp_path):
+    for name, res in (("ce", results("ce")), ("sampled", results("sampled", sampler="popularity"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+    out = table([tmp_path / "ce", tmp_path / "sampled"]).splitlines()
+    assert out[2] == ("| ce | ml-1m | softmax causal=True; next_item ce | 0.1756 | 0.3053 | 0.1362 | 0.2030 | 74 (64) "
+                      "| 61.3 | 68.0 | 75.7 | 1309 | cpu (x86_64, 2 threads) | 43b5c6b01234 |")
+    assert "next_item sampled popularity x256" in out[3]
+    assert out[-1] == "Test split; protocol: full ranking, history masked."
+
+
+def test_objective_labels_and_a_missing_run(tmp_path):
+    assert training_objective({"objective": "masked_item", "loss": "gbce", "negatives": 8}) == "masked_item gbce x8"
+    with pytest.raises(CheckpointError, match="results.json: missing"):
+        table([tmp_path])
