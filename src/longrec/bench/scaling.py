@@ -10,8 +10,9 @@ Each cell is one warm-up run, then the median of --reps timed runs (CUDA synchro
   CUDA: growth of torch.cuda.max_memory_allocated over the memory allocated before the cell (parameters, grads,
         inputs, activations, workspaces from the caching allocator; not the CUDA context nor the cache's slack).
   CPU:  each cell runs in a fresh interpreter (--isolate, the CPU default); the growth of its peak resident set
-        (getrusage ru_maxrss) from a baseline taken after a tiny warm-up of the same variant (so library code pages
-        and thread pools are already resident). It counts everything the cell touched, allocator slack included.
+        (VmHWM, see longrec.bench.memory) from a baseline taken after a tiny warm-up of the same variant (so
+        library code pages and thread pools are already resident). It counts everything the cell touched,
+        allocator slack included.
         Without isolation CPU memory is not measured (a process-wide high-water mark cannot be attributed to a cell).
 Out of memory (an exception, or the kernel's OOM killer ending an isolated cell), a cell over --time-limit, or any
 other failure is recorded as a status; that variant's larger N are then recorded as skipped. The time limit is checked
@@ -29,7 +30,6 @@ import csv
 import gc
 import json
 import platform
-import resource
 import signal
 import statistics
 import subprocess
@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from longrec.bench.memory import peak_rss_mib
 from longrec.config import ModelConfig, from_dict, load_config, preset_names
 from longrec.errors import LongrecError
 from longrec.losses import chunked_ce
@@ -153,9 +154,8 @@ def _workload(cell: Cell, device: torch.device) -> Callable[[], None]:
 
 
 def _maxrss() -> int:
-    """Peak resident set of this process in bytes (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+    """Peak resident set of this process image in bytes (VmHWM: ru_maxrss would start at the parent's peak)."""
+    return int(peak_rss_mib() * 2**20)
 
 
 def _sync(device: torch.device) -> None:
