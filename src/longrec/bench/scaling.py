@@ -178,7 +178,7 @@ def _failure(e: BaseException) -> dict[str, Any]:
 
 def measure(cell: Cell, rss: bool = False) -> dict[str, Any]:
     """Run one cell in this process -> {status, ms (median), peak_mib, note}; failures become statuses.
-    rss: measure CPU memory as ru_maxrss growth (meaningful only in a fresh process, see measure_isolated)."""
+    rss: measure CPU memory as peak-RSS growth (meaningful only in a fresh process, see measure_isolated)."""
     device = torch.device(cell.device)
     try:
         return _measure(cell, device, rss)

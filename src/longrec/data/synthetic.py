@@ -25,11 +25,14 @@ parameter and the seed. Same parameters and seed, same bytes.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
+import io
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,15 +74,11 @@ def _session(rng: np.random.Generator, length: int, topic: int, ranks: np.ndarra
     return topic * size + offsets + 1
 
 
-_ZIPF: dict[tuple[int, float], np.ndarray] = {}
-
-
+@functools.cache
 def _zipf_cdf(size: int, s: float) -> np.ndarray:
     """Cumulative Zipf(s) probabilities of ranks 1..size, without the final 1.0 (for searchsorted)."""
-    if (size, s) not in _ZIPF:
-        w = 1.0 / np.arange(1, size + 1) ** s
-        _ZIPF[size, s] = np.cumsum(w / w.sum())[:-1]
-    return _ZIPF[size, s]
+    w = 1.0 / np.arange(1, size + 1) ** s
+    return np.cumsum(w / w.sum())[:-1]
 
 
 def user_log(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
@@ -116,15 +115,12 @@ def write_log(path: Path, cfg: SynthConfig) -> Path:
     """Generate and write the pairs file (atomically) and its JSON sidecar PATH.json; returns the log path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(tmp, "wt") as f:  # type: ignore[operator]
-        for u, seq in enumerate(generate(cfg), start=1):
-            f.write("".join(f"{u} {i}\n" for i in seq.tolist()))
-    if path.suffix == ".gz":  # gzip stores the file name and mtime; rewrite the header fields for stable bytes
-        with open(tmp, "rb") as f:
-            data = gzip.decompress(f.read())
-        with open(tmp, "wb") as f:
-            f.write(gzip.compress(data, mtime=0))
+    with open(tmp, "wb") as raw:
+        # gzip: no file name and mtime 0 in the header, so equal parameters give equal bytes
+        sink: Any = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if path.suffix == ".gz" else raw
+        with io.TextIOWrapper(sink, encoding="ascii") as f:
+            for u, seq in enumerate(generate(cfg), start=1):
+                f.write("".join(f"{u} {i}\n" for i in seq.tolist()))
     os.replace(tmp, path)
     meta = path.with_name(path.name + ".json")
     meta.write_text(json.dumps({"generator": "longrec.data.synthetic", **asdict(cfg)}, indent=2) + "\n")

@@ -28,17 +28,12 @@ def _history_index(corpus: Corpus, users: np.ndarray, ends: np.ndarray) -> tuple
     return row, corpus.items[corpus.offsets[users][row] + within].astype(np.int64)
 
 
-def item_popularity(splits: Splits) -> np.ndarray:
-    """[I+1] counts of each item in the training sequences (index 0 = PAD, count 0)."""
-    return train_item_counts(splits)
-
-
 def sample_candidates(splits: Splits, rows: EvalSet, cfg: EvalConfig, seed: int) -> np.ndarray:
     """[R, 1+n] candidates: the target first, then n negatives outside the user's history and target."""
     rng = np.random.default_rng(seed)
     c = splits.corpus
     n_items = c.num_items
-    p = item_popularity(splits)[1:] if cfg.sampled == "popularity" else np.ones(n_items)
+    p = train_item_counts(splits)[1:] if cfg.sampled == "popularity" else np.ones(n_items)
     p = p / p.sum()
     out = np.empty((len(rows), 1 + cfg.negatives), dtype=np.int64)
     for r, (u, e) in enumerate(zip(rows.users, rows.ends, strict=True)):
