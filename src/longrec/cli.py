@@ -1,4 +1,4 @@
-"""Command line: `longrec data|list|train|eval ...`; parses arguments and calls library functions."""
+"""Command line: `longrec data|synth|list|train|eval|report|plot|bench|serve ...`; parses arguments."""
 
 from __future__ import annotations
 
