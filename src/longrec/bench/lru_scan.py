@@ -1,9 +1,11 @@
 """Benchmark the LRU op: log-depth scan (Backend.CHUNKED) vs the sequential loop (Backend.NAIVE), side by side.
 
-Times forward + backward of lru_scan on CPU for every (N, B); both paths run in the same process, interleaved,
-and each cell is the minimum over --reps runs after one warm-up, so the ratio compares like with like.
+Times forward + backward of lru_scan on CPU or CUDA for every (N, B); both paths run in the same process,
+interleaved, and each cell is the minimum over --reps runs after one warm-up (CUDA synchronised), so the ratio
+compares like with like.
 
     python -m longrec.bench.lru_scan --lengths 200 1000 4000 16000 --batches 1 8 --threads 1
+    python -m longrec.bench.lru_scan --device cuda --lengths 200 1000 4000 16000 --batches 1 8 128
 """
 
 from __future__ import annotations
@@ -27,18 +29,25 @@ def inputs(B: int, N: int, P: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     return torch.stack([r * phase.cos(), r * phase.sin()], dim=-1), torch.randn(B, N, P, 2, generator=g)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def fwd_bwd(backend: Backend, a: Tensor, b: Tensor, w: Tensor) -> tuple[float, Tensor]:
     """Seconds for one forward + backward, and the output (for a cross-check)."""
     a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
+    _sync(a.device)
     t0 = time.perf_counter()
     h, _ = lru_scan(a, b, backend=backend)
     (h * w).sum().backward()
+    _sync(a.device)
     return time.perf_counter() - t0, h.detach()
 
 
-def measure(B: int, N: int, P: int, reps: int) -> dict[str, float]:
-    a, b = inputs(B, N, P)
-    w = torch.randn(a.shape)
+def measure(B: int, N: int, P: int, reps: int, device: torch.device | str = "cpu") -> dict[str, float]:
+    a, b = (t.to(device) for t in inputs(B, N, P))
+    w = torch.randn(a.shape, device=device)
     best = {"loop": math.inf, "scan": math.inf}
     for i in range(reps + 1):  # the first round warms up allocators and is not counted
         t_loop, h_loop = fwd_bwd(Backend.NAIVE, a, b, w)
@@ -57,14 +66,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--state-mult", type=int, default=2, help="complex state channels P = state_mult * D (LRURec: 2)")
     p.add_argument("--reps", type=int, default=3, help="timed runs per cell; the minimum is reported")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
     P = args.state_mult * args.dim
-    print(f"lru_scan forward+backward, CPU, {args.threads} thread(s), P = {P} complex channels, min of {args.reps}")
+    print(f"lru_scan forward+backward, {where}, P = {P} complex channels, min of {args.reps}")
     print(f"{'N':>6} {'B':>3} {'loop ms':>10} {'scan ms':>10} {'loop/scan':>10} {'max|dh|':>9}")
     for N in args.lengths:
         for B in args.batches:
-            r = measure(B, N, P, args.reps)
+            r = measure(B, N, P, args.reps, device)
             loop, scan = 1e3 * r["loop"], 1e3 * r["scan"]
             print(
                 f"{N:>6} {B:>3} {loop:>10.1f} {scan:>10.1f} {loop / scan:>10.2f} {r['max_abs_diff']:>9.1e}", flush=True

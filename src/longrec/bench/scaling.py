@@ -2,9 +2,13 @@
 
 Every variant runs side by side in one process tree, lengths in the outer loop, so CPU ratios compare like with like.
 A variant is a preset (`longrec list presets`) or a registered mixer (plugged into the sasrec shell with its default
-arguments), optionally with `@BACKEND` (chunked | fla | naive) for mixers with a causal op backend. Level `block` times
-one Block (mixer + FFN) on x [B,N,D]; level `model` the preset's SeqEncoder (depth as in the preset) plus chunked CE
-over a catalogue of --items on every position. Both run in train mode; bf16 is autocast, as in training.
+arguments), optionally with `@BACKEND` (chunked | fla | naive) for mixers with a causal op backend. Level `mixer` times
+the token mixer alone on x [B,N,D]; `block` one Block (mixer + FFN); `model` the preset's SeqEncoder (depth as in the
+preset) plus chunked CE over a catalogue of --items on every position. All run in train mode; bf16 is autocast, as in
+training. Two raw kernels are variants too, at every level the same op on q, k, v of shape [B,N,1,D] (one head of
+width D, as causal-linrec and sasrec): `kernel:sdpa` (torch's scaled_dot_product_attention, is_causal, so flash
+attention where the device has it) and `kernel:fla` (flash-linear-attention's chunk_simple_gla, CUDA only). They are
+the floors the mixers are measured against; bf16 casts their inputs.
 
 Each cell is one warm-up run, then the median of --reps timed runs (CUDA synchronised). Peak memory:
   CUDA: growth of torch.cuda.max_memory_allocated over the memory allocated before the cell (parameters, grads,
@@ -52,7 +56,8 @@ from longrec.model.block import Block
 from longrec.model.encoder import SeqEncoder
 
 DEFAULT_LENGTHS = tuple(2**k for k in range(7, 15))  # 128 .. 16384
-LEVELS = ("block", "model")
+LEVELS = ("mixer", "block", "model")
+KERNELS = ("kernel:sdpa", "kernel:fla")  # raw ops, not models: the floors a mixer is measured against
 DTYPES = ("fp32", "bf16")
 FAILED = ("oom", "timeout", "error")  # statuses after which a variant's larger N are skipped
 REFERENCE = "sasrec"  # causal softmax: ratio_to_softmax divides by its time at the same N
@@ -120,25 +125,54 @@ def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
+def _kernel_workload(cell: Cell, device: torch.device) -> Callable[[], None]:
+    """Forward + backward of a raw kernel (KERNELS) on one head of width D: q, k, v [B,N,1,D]."""
+    dtype = torch.bfloat16 if cell.dtype == "bf16" else torch.float32
+    shape = (cell.batch, cell.N, 1, cell.dim)
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    if cell.variant == "kernel:fla":
+        from longrec.ops.linear_attn import fla_chunk_kernel
+
+        kernel = fla_chunk_kernel()
+
+        def attend() -> torch.Tensor:
+            return kernel(q=q, k=k, v=v, scale=1.0)[0]  # (B, N, 1, D)
+    else:
+
+        def attend() -> torch.Tensor:
+            qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # (B, 1, N, D)
+            return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+
+    def run_kernel() -> None:
+        for t in (q, k, v):
+            t.grad = None
+        attend().float().sum().backward()
+
+    return run_kernel
+
+
 def _workload(cell: Cell, device: torch.device) -> Callable[[], None]:
-    """A closure running one forward + backward of the cell's block or model on fixed random inputs."""
+    """A closure running one forward + backward of the cell's mixer, block or model on fixed random inputs."""
+    if cell.variant in KERNELS:
+        return _kernel_workload(cell, device)
     cfg = variant_config(cell.variant, cell.dim, cell.N)
     B, N, D = cell.batch, cell.N, cell.dim
     mask = torch.ones(B, N, dtype=torch.bool, device=device)  # full windows: N real events per row
-    if cell.level == "block":
+    if cell.level in ("mixer", "block"):
         mixer = build_mixer(cfg.mixer, D, cfg.heads, cfg.dropout, cfg.mixer_args)
-        block = Block(mixer, D, cfg.ffn_mult, cfg.dropout, cfg.norm_first).to(device).train()
+        layer = mixer if cell.level == "mixer" else Block(mixer, D, cfg.ffn_mult, cfg.dropout, cfg.norm_first)
+        layer = layer.to(device).train()
         x = torch.randn(B, N, D, device=device, requires_grad=True)
         g = torch.randn(B, N, D, device=device)
 
-        def run_block() -> None:
-            block.zero_grad(set_to_none=True)
+        def run_layer() -> None:
+            layer.zero_grad(set_to_none=True)
             x.grad = None
             with _autocast(device, cell.dtype):
-                y = block(x, mask)  # (B, N, D)
+                y = layer(x, mask)  # (B, N, D)
             (y.float() * g).sum().backward()
 
-        return run_block
+        return run_layer
     enc = SeqEncoder(cell.items, cfg).to(device).train()
     items = torch.randint(1, cell.items + 1, (B, N), device=device)
     targets = torch.randint(1, cell.items + 1, (B * N,), device=device)
@@ -278,8 +312,17 @@ def run_scaling(
         raise LongrecError(f"scaling: need level in {LEVELS}, dtype in {DTYPES}, reps >= 1, lengths >= 1")
     dev = torch.device(device)
     variants = list(presets_or_mixers or default_variants(device))
-    configs = {v: variant_config(v, dim, max(lengths)) for v in variants}
-    ref = next((v for v in variants if "@" not in v and configs[v].mixer == "softmax" and _causal(configs[v])), None)
+    if "kernel:fla" in variants and dev.type != "cuda":
+        raise LongrecError("scaling: kernel:fla is flash-linear-attention's CUDA kernel; drop it or use --device cuda")
+    configs = {v: variant_config(v, dim, max(lengths)) for v in variants if v not in KERNELS}
+    ref = next(
+        (
+            v
+            for v in variants
+            if v in configs and "@" not in v and configs[v].mixer == "softmax" and _causal(configs[v])
+        ),
+        None,
+    )
     if ref is None:
         ref = REFERENCE
         configs[ref] = variant_config(ref, dim, max(lengths))
@@ -296,6 +339,7 @@ def run_scaling(
         "threads": threads or torch.get_num_threads(),
         "memory": "cuda_max_allocated" if dev.type == "cuda" else "cpu_peak_rss_growth" if isolate else "none",
     }
+    stem = f"scaling-{level}-{dev.type}-{dtype}"
     failed_at: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
     for N in sorted(set(lengths)):
@@ -307,13 +351,15 @@ def run_scaling(
                 res = measure_isolated(cell) if isolate else measure(cell)
                 if res["status"] in FAILED:
                     failed_at[v] = f"{res['status']} at N={N}"
-            rows.append({"variant": v, "mixer": configs[v].mixer, "N": N, **common, **res, "ratio_to_softmax": None})
+            mixer = v if v in KERNELS else configs[v].mixer
+            rows.append({"variant": v, "mixer": mixer, "N": N, **common, **res, "ratio_to_softmax": None})
             print(_progress(rows[-1]), file=sys.stderr, flush=True)
+        write_csv(rows, Path(out_dir), stem)  # after every N: a sweep stopped from outside keeps what it measured
     ref_ms = {r["N"]: r["ms"] for r in rows if r["variant"] == ref and r["status"] == "ok"}
     for r in rows:
         if r["status"] == "ok" and r["N"] in ref_ms:
             r["ratio_to_softmax"] = r["ms"] / ref_ms[r["N"]]
-    write_outputs(rows, Path(out_dir), f"scaling-{level}-{dev.type}-{dtype}")
+    write_outputs(rows, Path(out_dir), stem)
     return rows
 
 
@@ -325,13 +371,17 @@ def _progress(r: dict[str, Any]) -> str:
 
 def write_outputs(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
     """STEM.csv (one row per cell, empty = not measured), STEM-time.png, STEM-memory.png."""
+    return [write_csv(rows, out_dir, stem), *plot_scaling(rows, out_dir, stem)]
+
+
+def write_csv(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stem}.csv"
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows({k: "" if r[k] is None else r[k] for k in COLUMNS} for r in rows)
-    return [path, *plot_scaling(rows, out_dir, stem)]
+    return path
 
 
 def plot_scaling(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
@@ -420,7 +470,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dim", type=int, default=64, help="model dim D")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=DTYPES, default="fp32", help="bf16 = autocast, as in training")
-    p.add_argument("--level", choices=LEVELS, default="block", help="one block, or the whole model with its loss")
+    p.add_argument(
+        "--level", choices=LEVELS, default="block", help="the mixer alone, one block, or the whole model with its loss"
+    )
     p.add_argument("--reps", type=int, default=3, help="timed runs per cell after one warm-up; the median is reported")
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per cell before it counts as a timeout")
     p.add_argument("--out", type=Path, default=Path("runs/bench/scaling"), help="directory for the CSV and PNGs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import subprocess
@@ -16,7 +17,8 @@ import longrec
 
 
 def git_commit() -> str:
-    """HEAD of the repository holding the package ('+dirty' when it has uncommitted changes), or 'unknown'."""
+    """HEAD of the repository holding the package ('+dirty' when it has uncommitted changes); without a repository
+    (a copied tree), $LONGREC_GIT_COMMIT as the copier stated it, else 'unknown'."""
     here = Path(longrec.__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -24,7 +26,7 @@ def git_commit() -> str:
         dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("LONGREC_GIT_COMMIT") or "unknown"
     return sha + ("+dirty" if dirty else "")
 
 

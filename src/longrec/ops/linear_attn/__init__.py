@@ -6,6 +6,8 @@ last output channel; zero k (or v) at pads so that pads leave the state unchange
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -34,17 +36,23 @@ def causal_linear_attn(
     raise NotImplementedError(f"backend {backend!r} is not implemented")
 
 
-def _fla_causal_linear_attn(
-    q: Tensor, k: Tensor, v: Tensor, initial_state: Tensor | None, output_final_state: bool
-) -> tuple[Tensor, Tensor | None]:
-    """flash-linear-attention's chunk kernel (simple GLA without gates = plain linear attention, scale 1).
-    Same shapes as causal_linear_attn; fla keeps the final state in float32."""
+def fla_chunk_kernel() -> Any:
+    """flash-linear-attention's `chunk_simple_gla` (q, k, v [B,N,H,·]); a clear error when fla is not installed."""
     try:
         from fla.ops.simple_gla import chunk_simple_gla  # lazy: an optional extra, CUDA only
     except ImportError as e:
         raise RuntimeError(
             "Backend.FLA needs flash-linear-attention (pip install 'longrec[gpu]'); use Backend.CHUNKED without it"
         ) from e
+    return chunk_simple_gla
+
+
+def _fla_causal_linear_attn(
+    q: Tensor, k: Tensor, v: Tensor, initial_state: Tensor | None, output_final_state: bool
+) -> tuple[Tensor, Tensor | None]:
+    """flash-linear-attention's chunk kernel (simple GLA without gates = plain linear attention, scale 1).
+    Same shapes as causal_linear_attn; fla keeps the final state in float32."""
+    chunk_simple_gla = fla_chunk_kernel()
     tensors = (q, k, v) if initial_state is None else (q, k, v, initial_state)
     if not all(t.is_cuda for t in tensors):
         devices = sorted({str(t.device) for t in tensors})

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Everything longrec checks on one CUDA machine, in one pass (docs/BENCHMARKS.md, docs/RESULTS.md):
+#   1. ML-1M / Beauty trainings of every preset the open issues ask for, all at once on the one GPU, each with a
+#      wall-clock budget (TRAIN_MIN minutes), then the LinRec paper protocol (100 popularity-sampled negatives);
+#   2. meanwhile the CUDA tests (pytest -m gpu: fla == chunked, fp32 and bf16; every mixer CUDA == CPU);
+#   3. after the trainings, on the otherwise idle GPU: the scaling sweeps (mixer, block, model; bf16 and fp32,
+#      raw SDPA and fla kernels beside the mixers) and the LRU scan-vs-loop table.
+# Usage: OUT=dir LONGREC_DATA_DIR=data TRAIN_MIN=5 bash scripts/gpu-checks.sh
+# Needs: CUDA torch, flash-linear-attention (pip install 'longrec[gpu]'), ml-1m and amazon-beauty under the data dir.
+# Writes OUT/log.txt, OUT/pytest.txt, OUT/bench.tgz and OUT/runs-*.tgz (run folders without last/optimizer state).
+set -u
+OUT=${OUT:-runs/gpu-checks}
+TRAIN_MIN=${TRAIN_MIN:-5}
+BENCH_S=${BENCH_S:-200}     # seconds for all benchmark sweeps together
+LENGTHS=${LENGTHS:-"128 256 512 1024 2048 4096 8192 16384"}
+PY=${PY:-python3}
+DEVICE=${DEVICE:-cuda}
+EXTRA=${EXTRA:-}           # overrides appended to every training (a dry run: data.name=ml-100k train.epochs=1)
+RUNS=$OUT/runs
+mkdir -p "$OUT" "$RUNS"
+export PYTHONPATH=$PWD/src:$PWD/tests${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export LONGREC_GIT_COMMIT=${LONGREC_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}  # a copied tree has no .git
+exec > >(tee -a "$OUT/log.txt") 2>&1
+stamp() { echo "[$(date +%T)] $*"; }
+
+stamp "start: $(nvidia-smi -L 2>/dev/null | head -1); commit $(git rev-parse --short HEAD 2>/dev/null)"
+$PY -c "import torch, fla; print('torch', torch.__version__, 'fla', fla.__version__, 'cuda', torch.cuda.is_available())"
+$PY -m longrec data prepare ml-1m >/dev/null && $PY -m longrec data prepare beauty >/dev/null \
+  || stamp "data preparation failed"
+
+# 1. trainings: NAME CONFIG OVERRIDES...; all start together and share the GPU (epoch times are contended)
+train() {
+  local name=$1 config=$2; shift 2
+  $PY -m longrec train "$config" "train.time_budget_min=$TRAIN_MIN" train.threads=1 "$@" \
+    $EXTRA --run-dir "$RUNS/$name" >"$RUNS/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+PIDS=()
+PAPER=(train.batch_size=2048 data.name=ml-1m)  # RecBole's default batch for last-item training, as the LinRec code
+train ml-1m-sasrec configs/ml-1m-sasrec.yaml
+train ml-1m-lrurec configs/ml-1m-lrurec.yaml train.patience=20
+train ml-1m-causal-linrec configs/ml-1m-causal-linrec.yaml
+train ml-1m-recgrela-causal configs/ml-1m-recgrela-causal.yaml
+train ml-1m-linrec-sasrec linrec-sasrec "${PAPER[@]}"
+train ml-1m-linrec-sasrec-no-l2 linrec-sasrec "${PAPER[@]}" model.mixer_args.l2=false
+train ml-1m-linrec-sasrec-no-elu linrec-sasrec "${PAPER[@]}" model.mixer_args.elu=false
+train ml-1m-lt-sasrec lt-sasrec data.name=ml-1m
+train ml-1m-ea-sasrec ea-sasrec data.name=ml-1m
+train ml-1m-hydrarec hydrarec data.name=ml-1m
+train ml-1m-hydrarec-causal hydrarec-causal data.name=ml-1m
+train ml-1m-recgrela recgrela data.name=ml-1m
+train ml-1m-sasrec-sampled-uniform configs/ml-1m-sasrec-sampled.yaml train.sampler=uniform
+train ml-1m-sasrec-gbce configs/ml-1m-sasrec-gbce.yaml
+train beauty-lrurec lrurec data.name=beauty model.max_len=50
+train beauty-sasrec configs/beauty-sasrec.yaml
+stamp "16 trainings started, $TRAIN_MIN min each"
+
+# 2. CUDA tests while they train
+$PY -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_ops_linear_attn.py >"$OUT/pytest.txt" 2>&1
+stamp "pytest -m gpu: $(tail -n 3 "$OUT/pytest.txt" | tr '\n' ' ')"
+
+wait "${PIDS[@]}"  # not a bare wait: that would also wait for the tee above
+stamp "trainings done"
+for d in "$RUNS"/*/; do
+  n=$(basename "$d")
+  $PY - "$d" <<'EOF' || echo "$n: no results.json ($(tail -1 "$RUNS/$n.log" 2>/dev/null))"
+import json, sys
+r = json.load(open(sys.argv[1] + "results.json"))
+t, tr = r.get("test", {}), r.get("training", {})
+print(f"{sys.argv[1].rstrip('/').split('/')[-1]}: test ndcg@10 {t.get('ndcg@10')} recall@10 {t.get('recall@10')} "
+      f"epochs {tr.get('epochs')} best {tr.get('best_epoch')} s/epoch {tr.get('seconds_per_epoch')} {r['peak_memory']}")
+EOF
+done
+for n in ml-1m-sasrec ml-1m-linrec-sasrec ml-1m-linrec-sasrec-no-l2 ml-1m-linrec-sasrec-no-elu; do
+  [ -f "$RUNS/$n/best.safetensors" ] && $PY -m longrec eval "$RUNS/$n" --sampled popularity --negatives 100 \
+    >"$RUNS/$n/eval-popularity-100.txt" 2>&1 && stamp "$n popularity-100: $(tail -3 "$RUNS/$n/eval-popularity-100.txt")"
+done
+
+group() { local out=$1; shift; (cd "$RUNS" && tar czf "$out" --exclude last.safetensors --exclude 'optim*' \
+  $(for n in "$@"; do [ -d "$n" ] && echo "$n" "$n.log"; done)); }
+group "$OUT/runs-a.tgz" ml-1m-sasrec ml-1m-linrec-sasrec ml-1m-linrec-sasrec-no-l2 ml-1m-linrec-sasrec-no-elu \
+  ml-1m-causal-linrec ml-1m-lrurec ml-1m-recgrela-causal
+group "$OUT/runs-b.tgz" ml-1m-lt-sasrec ml-1m-ea-sasrec ml-1m-hydrarec ml-1m-hydrarec-causal ml-1m-recgrela \
+  ml-1m-sasrec-sampled-uniform ml-1m-sasrec-gbce
+group "$OUT/runs-c.tgz" beauty-lrurec beauty-sasrec
+
+# 3. benchmarks on the idle GPU (bench.tgz rewritten after each sweep: a timeout still leaves the finished ones)
+B=$OUT/bench
+mkdir -p "$B"
+MIXERS="sasrec causal-linrec causal-linrec@fla lt-sasrec lt-sasrec@fla hydrarec-causal recgrela-causal lrurec ea-sasrec"
+bench() { timeout "$1" $PY -m longrec.bench.scaling --device $DEVICE --lengths $LENGTHS --time-limit 20 --out "$B" "${@:2}" \
+  >"$B/$(echo "${@:2}" | tr -c 'a-z0-9\n' '-' | cut -c1-60).txt" 2>&1; stamp "bench ${*:2}: exit $?"
+  tar czf "$OUT/bench.tgz" -C "$OUT" bench; }
+bench $((BENCH_S * 3 / 10)) --level mixer --dtype bf16 --variants $MIXERS kernel:sdpa kernel:fla
+bench $((BENCH_S * 2 / 10)) --level block --dtype bf16 --variants $MIXERS
+bench $((BENCH_S * 2 / 10)) --level block --dtype fp32 --variants $MIXERS kernel:sdpa kernel:fla
+bench $((BENCH_S * 2 / 10)) --level model --dtype bf16 --variants sasrec causal-linrec@fla lrurec hydrarec-causal recgrela-causal
+timeout $((BENCH_S / 10)) $PY -m longrec.bench.lru_scan --device $DEVICE --lengths 200 1000 4000 16000 --batches 1 8 128 \
+  >"$B/lru-scan.txt" 2>&1; stamp "lru scan: exit $?"
+cat "$B"/*.txt | grep -v "^ " | head -200
+
+tar czf "$OUT/bench.tgz" -C "$OUT" bench
+ls -la "$OUT"
+stamp "end"
