@@ -153,6 +153,24 @@ def test_chunked_ce_keeps_input_dtypes_and_works_in_double() -> None:
     torch.testing.assert_close(table.grad, ref[1], rtol=1e-5, atol=1e-7)
 
 
+def test_chunked_ce_under_bf16_autocast_computes_in_fp32() -> None:
+    # a bf16 autocast around the loss (train.bf16, the scaling benchmark's model level) used to make the logits
+    # bf16 inside the Function and crash on the fp32 table gradient; the loss is computed in fp32 regardless
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(40, 8, generator=g, requires_grad=True)
+    table = torch.randn(30, 8, generator=g, requires_grad=True)
+    targets = torch.randint(1, 30, (40,), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = chunked_ce(h, targets, table, 7)
+    loss.backward()
+    assert loss.dtype == torch.float32
+    ref = full_ce(h, targets, table)
+    ref_grads = torch.autograd.grad(ref, (h, table))
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h.grad, ref_grads[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(table.grad, ref_grads[1], rtol=1e-4, atol=1e-6)
+
+
 def test_chunked_ce_with_no_rows_is_zero_with_zero_gradients() -> None:
     h = torch.zeros(0, 8, requires_grad=True)
     table = torch.randn(11, 8, requires_grad=True)

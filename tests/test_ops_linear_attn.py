@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from longrec.ops.backend import Backend
-from longrec.ops.linear_attn import causal_linear_attn
+from longrec.ops.linear_attn import causal_linear_attn, fla_dtype
 
 RTOL = 5e-3  # DESIGN §3.6: relative RMS error in fp32
 
@@ -122,3 +122,11 @@ def test_fla_matches_chunked(dtype: torch.dtype, tol: float, with_state: bool) -
     assert rel_rms(s, s_ref) < tol
     for name, gr, ref in zip("q k v S0".split(), grads, g_ref, strict=False):
         assert rel_rms(gr, ref) < tol, f"d{name}"
+
+
+def test_fla_gets_one_dtype_from_mixed_inputs() -> None:
+    # q, k bf16 from autocast linears, v fp32 with its ones column: fla must not see mixed operands
+    q = k = torch.zeros(1, 1, 2, 2, dtype=torch.bfloat16)
+    v = torch.zeros(1, 1, 2, 3)
+    assert fla_dtype(q, k, v) == torch.float32
+    assert fla_dtype(q, k, v.bfloat16()) == torch.bfloat16

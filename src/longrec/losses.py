@@ -76,7 +76,8 @@ def chunked_ce(h: Tensor, targets: Tensor, table: Tensor, chunk: int = 0) -> Ten
     chunk = chunk or max(32, (1 << 20) // table.shape[0])
     if h.shape[0] == 0:
         return _no_rows(h, table)
-    return _ChunkedCE.apply(h, targets, table, chunk)  # type: ignore[no-any-return]
+    with torch.autocast(h.device.type, enabled=False):  # fp32 logits and softmax also under a bf16 autocast
+        return _ChunkedCE.apply(h, targets, table, chunk)  # type: ignore[no-any-return]
 
 
 def sampled_bce(h: Tensor, targets: Tensor, table: Tensor, negatives: Tensor) -> Tensor:

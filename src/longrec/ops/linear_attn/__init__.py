@@ -47,6 +47,15 @@ def fla_chunk_kernel() -> Any:
     return chunk_simple_gla
 
 
+def fla_dtype(q: Tensor, k: Tensor, v: Tensor) -> torch.dtype:
+    """The one dtype fla's kernels get: the autocast dtype inside a CUDA autocast, else the promoted input dtype.
+    Under a bf16 autocast q and k leave their linears as bf16 while a mixer's ones column (the normaliser) keeps v
+    in fp32; mixed operands make fla's Triton kernels fail to compile or fault (seen on an H200, fla 0.6.0)."""
+    if torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+
+
 def _fla_causal_linear_attn(
     q: Tensor, k: Tensor, v: Tensor, initial_state: Tensor | None, output_final_state: bool
 ) -> tuple[Tensor, Tensor | None]:
@@ -59,9 +68,9 @@ def _fla_causal_linear_attn(
         raise RuntimeError(f"Backend.FLA runs on CUDA tensors only, got {', '.join(devices)}; use Backend.CHUNKED")
     if q.dtype not in _FLA_DTYPES:
         raise RuntimeError(f"Backend.FLA supports float32, float16 and bfloat16, got {q.dtype}; use Backend.CHUNKED")
-    # fla wants [B,N,H,·]; ours is [B,H,N,·]
-    qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # (B, N, H, ·)
-    o, final = chunk_simple_gla(
-        q=qt, k=kt, v=vt, scale=1.0, initial_state=initial_state, output_final_state=output_final_state
-    )
+    # fla wants [B,N,H,·] of one dtype; ours is [B,H,N,·], possibly mixed (see fla_dtype)
+    dtype = fla_dtype(q, k, v)
+    qt, kt, vt = (t.to(dtype).transpose(1, 2).contiguous() for t in (q, k, v))  # (B, N, H, ·)
+    s0 = None if initial_state is None else initial_state.float()
+    o, final = chunk_simple_gla(q=qt, k=kt, v=vt, scale=1.0, initial_state=s0, output_final_state=output_final_state)
     return o.transpose(1, 2), (final if output_final_state else None)  # (B, H, N, V)
