@@ -5,7 +5,11 @@
 #   2. meanwhile the CUDA tests (pytest -m gpu: fla == chunked, fp32 and bf16; every mixer CUDA == CPU);
 #   3. after the trainings, on the otherwise idle GPU: the scaling sweeps (mixer, block, model; bf16 and fp32,
 #      raw SDPA and fla kernels beside the mixers) and the LRU scan-vs-loop table.
-# Usage: OUT=dir LONGREC_DATA_DIR=data TRAIN_MIN=5 bash scripts/gpu-checks.sh
+# Usage: OUT=dir LONGREC_DATA_DIR=data LONGREC_GIT_COMMIT=<sha sent> TRAIN_MIN=5 bash scripts/gpu-checks.sh
+#   ONLY="ml-1m-lrurec ml-1m-sasrec" trains only those runs (default: all 16); TRAIN_MIN=0 trains none.
+# Lessons of the first lease (2026-11-26, H200): 16 runs sharing the GPU took 8-15 s/epoch each (4.5 min gave
+# 20-30 epochs, short of convergence); fla's first Triton compile+autotune took over 30 s, so its sweep runs last
+# and alone; a copied tree's .git may be stale, so state the commit in LONGREC_GIT_COMMIT.
 # Needs: CUDA torch, flash-linear-attention (pip install 'longrec[gpu]'), ml-1m and amazon-beauty under the data dir.
 # Writes OUT/log.txt, OUT/pytest.txt, OUT/bench.tgz and OUT/runs-*.tgz (run folders without last/optimizer state).
 set -u
@@ -19,7 +23,7 @@ EXTRA=${EXTRA:-}           # overrides appended to every training (a dry run: da
 RUNS=$OUT/runs
 mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH=$PWD/src:$PWD/tests${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-export LONGREC_GIT_COMMIT=${LONGREC_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}  # a copied tree has no .git
+export LONGREC_GIT_COMMIT=${LONGREC_GIT_COMMIT:-}  # the commit sent; empty: the copy's own .git (may be stale)
 exec > >(tee -a "$OUT/log.txt") 2>&1
 stamp() { echo "[$(date +%T)] $*"; }
 
@@ -29,8 +33,10 @@ $PY -m longrec data prepare ml-1m >/dev/null && $PY -m longrec data prepare beau
   || stamp "data preparation failed"
 
 # 1. trainings: NAME CONFIG OVERRIDES...; all start together and share the GPU (epoch times are contended)
+ONLY=${ONLY:-}
 train() {
   local name=$1 config=$2; shift 2
+  if [ "$TRAIN_MIN" = 0 ] || { [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; }; then return; fi
   $PY -m longrec train "$config" "train.time_budget_min=$TRAIN_MIN" train.threads=1 "$@" \
     $EXTRA --run-dir "$RUNS/$name" >"$RUNS/$name.log" 2>&1 &
   PIDS+=($!)
@@ -53,14 +59,19 @@ train ml-1m-sasrec-sampled-uniform configs/ml-1m-sasrec-sampled.yaml train.sampl
 train ml-1m-sasrec-gbce configs/ml-1m-sasrec-gbce.yaml
 train beauty-lrurec lrurec data.name=beauty model.max_len=50
 train beauty-sasrec configs/beauty-sasrec.yaml
-stamp "16 trainings started, $TRAIN_MIN min each"
+stamp "${#PIDS[@]} trainings started, $TRAIN_MIN min each"
 
 # 2. CUDA tests while they train
-$PY -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_ops_linear_attn.py >"$OUT/pytest.txt" 2>&1
-stamp "pytest -m gpu: $(tail -n 3 "$OUT/pytest.txt" | tr '\n' ' ')"
+# fla in a second process: a fault there poisons the CUDA context of every later test in the same process
+for sel in "not fla" "fla"; do
+  $PY -m pytest -q -p no:cacheprovider -m gpu -k "$sel" tests/test_gpu.py tests/test_ops_linear_attn.py \
+    >>"$OUT/pytest.txt" 2>&1
+  stamp "pytest -m gpu -k '$sel': $(grep -E '^(FAILED|ERROR)|passed|failed' "$OUT/pytest.txt" | tail -n 4 | tr '\n' ' ')"
+done
 
-wait "${PIDS[@]}"  # not a bare wait: that would also wait for the tee above
+[ ${#PIDS[@]} -gt 0 ] && wait "${PIDS[@]}"  # not a bare wait: that would also wait for the tee above
 stamp "trainings done"
+if [ ${#PIDS[@]} -gt 0 ]; then
 for d in "$RUNS"/*/; do
   n=$(basename "$d")
   $PY - "$d" <<'EOF' || echo "$n: no results.json ($(tail -1 "$RUNS/$n.log" 2>/dev/null))"
@@ -83,21 +94,25 @@ group "$OUT/runs-a.tgz" ml-1m-sasrec ml-1m-linrec-sasrec ml-1m-linrec-sasrec-no-
 group "$OUT/runs-b.tgz" ml-1m-lt-sasrec ml-1m-ea-sasrec ml-1m-hydrarec ml-1m-hydrarec-causal ml-1m-recgrela \
   ml-1m-sasrec-sampled-uniform ml-1m-sasrec-gbce
 group "$OUT/runs-c.tgz" beauty-lrurec beauty-sasrec
+fi
 
 # 3. benchmarks on the idle GPU (bench.tgz rewritten after each sweep: a timeout still leaves the finished ones)
 B=$OUT/bench
 mkdir -p "$B"
-MIXERS="sasrec causal-linrec causal-linrec@fla lt-sasrec lt-sasrec@fla hydrarec-causal recgrela-causal lrurec ea-sasrec"
-bench() { timeout "$1" $PY -m longrec.bench.scaling --device $DEVICE --lengths $LENGTHS --time-limit 20 --out "$B" "${@:2}" \
-  >"$B/$(echo "${@:2}" | tr -c 'a-z0-9\n' '-' | cut -c1-60).txt" 2>&1; stamp "bench ${*:2}: exit $?"
+MIXERS="sasrec causal-linrec lt-sasrec hydrarec-causal recgrela-causal lrurec ea-sasrec kernel:sdpa"
+bench() { local name=$1 limit=$2; shift 2
+  timeout "$limit" $PY -m longrec.bench.scaling --device $DEVICE --lengths $LENGTHS --time-limit 20 --out "$B/$name" "$@" \
+    >"$B/$name.txt" 2>&1; stamp "bench $name: exit $?"
   tar czf "$OUT/bench.tgz" -C "$OUT" bench; }
-bench $((BENCH_S * 3 / 10)) --level mixer --dtype bf16 --variants $MIXERS kernel:sdpa kernel:fla
-bench $((BENCH_S * 2 / 10)) --level block --dtype bf16 --variants $MIXERS
-bench $((BENCH_S * 2 / 10)) --level block --dtype fp32 --variants $MIXERS kernel:sdpa kernel:fla
-bench $((BENCH_S * 2 / 10)) --level model --dtype bf16 --variants sasrec causal-linrec@fla lrurec hydrarec-causal recgrela-causal
+bench mixer-bf16 $((BENCH_S * 2 / 10)) --level mixer --dtype bf16 --variants $MIXERS
+bench block-bf16 $((BENCH_S * 15 / 100)) --level block --dtype bf16 --variants $MIXERS
+bench block-fp32 $((BENCH_S * 15 / 100)) --level block --dtype fp32 --variants $MIXERS
+bench model-bf16 $((BENCH_S * 15 / 100)) --level model --dtype bf16 --variants sasrec causal-linrec lrurec hydrarec-causal recgrela-causal
+# fla last, in its own process: a compile failure or fault must not take the CUDA context of the other sweeps
+bench fla-bf16 $((BENCH_S * 25 / 100)) --level mixer --dtype bf16 --variants sasrec causal-linrec causal-linrec@fla lt-sasrec lt-sasrec@fla kernel:sdpa kernel:fla
 timeout $((BENCH_S / 10)) $PY -m longrec.bench.lru_scan --device $DEVICE --lengths 200 1000 4000 16000 --batches 1 8 128 \
   >"$B/lru-scan.txt" 2>&1; stamp "lru scan: exit $?"
-cat "$B"/*.txt | grep -v "^ " | head -200
+cat "$B"/*.txt | grep -v "^ " | head -250
 
 tar czf "$OUT/bench.tgz" -C "$OUT" bench
 ls -la "$OUT"

@@ -29,7 +29,15 @@ def test_rows_name_the_loss_and_the_protocol(tmp_path):
     assert out[2] == ("| ce | ml-1m | softmax causal=True; next_item ce | 0.1756 | 0.3053 | 0.1362 | 0.2030 | 74 (64) "
                       "| 61.3 | 68.0 | 75.7 | 1309 | cpu (x86_64, 2 threads) | 43b5c6b01234 |")
     assert "next_item sampled popularity x256" in out[3]
+    assert out[0].count("|") == out[2].count("|")
     assert out[-1] == "Test split; protocol: full ranking, history masked."
+
+
+def test_gpu_runs_show_their_cuda_peak_beside_the_rss(tmp_path):
+    res = results("ce") | {"peak_memory": {"cpu_rss_mib": 1466.1, "cuda_mib": 272.8}, "device": "NVIDIA H200"}
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "results.json").write_text(json.dumps(res))
+    assert "| 75.7 | 1466, 273 | NVIDIA H200 |" in table([tmp_path / "gpu"]).splitlines()[2]
 
 
 def test_objective_labels_and_a_missing_run(tmp_path):

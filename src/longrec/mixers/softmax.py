@@ -36,13 +36,18 @@ class SoftmaxMixer(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         B, N, D = x.shape
         q, k, v = (t.transpose(1, 2) for t in self._qkv(x))  # (B, H, N, d)
-        allowed = mask[:, None, None, :]  # (B, 1, 1, N): real keys only
-        if self.causal:
-            allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
-        # A pad query has no real key; letting it see itself keeps softmax finite (its output is zeroed).
-        allowed = allowed | torch.eye(N, dtype=torch.bool, device=x.device)
         p = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+        if bool(mask.all()):
+            # No pads (full windows, as in long-history training): no mask tensor, so SDPA may take its flash
+            # kernel; an explicit mask forces a slower one (10x at N = 16384 on an H200, docs/BENCHMARKS.md).
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
+        else:
+            allowed = mask[:, None, None, :]  # (B, 1, 1, N): real keys only
+            if self.causal:
+                allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
+            # A pad query has no real key; letting it see itself keeps softmax finite (its output is zeroed).
+            allowed = allowed | torch.eye(N, dtype=torch.bool, device=x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
         y = y.transpose(1, 2).reshape(B, N, D)
         return self.out(y) * mask[..., None]
 

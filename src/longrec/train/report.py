@@ -9,7 +9,7 @@ from longrec.errors import CheckpointError
 from longrec.train.checkpoint import read_json
 
 COLUMNS = ("run", "dataset", "model", "NDCG@10", "Recall@10", "MRR@10", "NDCG@20", "epochs (best)",
-           "s/epoch", "min to best", "wall min", "peak RSS MiB", "device", "commit")
+           "s/epoch", "min to best", "wall min", "peak MiB (RSS, CUDA)", "device", "commit")
 
 
 def training_objective(train: dict[str, Any]) -> str:
@@ -30,8 +30,14 @@ def row(res: dict[str, Any], run: str) -> list[str]:
         run, cfg["data"]["name"], model, f"{t['ndcg@10']:.4f}", f"{t['recall@10']:.4f}", f"{t['mrr@10']:.4f}",
         f"{t['ndcg@20']:.4f}", f"{tr['epochs']} ({tr['best_epoch']})", f"{tr['seconds_per_epoch']:.1f}",
         f"{tr['seconds_to_best'] / 60:.1f}", f"{res['wall_seconds'] / 60:.1f}",
-        f"{res['peak_memory']['cpu_rss_mib']:.0f}", res["device"], res["git_commit"][:12],
+        peak_mib(res["peak_memory"]), res["device"], res["git_commit"][:12],
     ]
+
+
+def peak_mib(peak: dict[str, float]) -> str:
+    """"1309" on CPU; "1466, 273" when the run also has a CUDA peak (max_memory_allocated)."""
+    rss = f"{peak['cpu_rss_mib']:.0f}"
+    return f"{rss}, {peak['cuda_mib']:.0f}" if "cuda_mib" in peak else rss
 
 
 def table(run_dirs: list[Path]) -> str:

@@ -17,8 +17,11 @@ import longrec
 
 
 def git_commit() -> str:
-    """HEAD of the repository holding the package ('+dirty' when it has uncommitted changes); without a repository
-    (a copied tree), $LONGREC_GIT_COMMIT as the copier stated it, else 'unknown'."""
+    """$LONGREC_GIT_COMMIT when set (a launcher that copied the tree states what it copied: a copy's .git can be
+    stale); else HEAD of the repository holding the package ('+dirty' when it has uncommitted changes), else
+    'unknown'."""
+    if os.environ.get("LONGREC_GIT_COMMIT"):
+        return os.environ["LONGREC_GIT_COMMIT"]
     here = Path(longrec.__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -26,7 +29,7 @@ def git_commit() -> str:
         dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("LONGREC_GIT_COMMIT") or "unknown"
+        return "unknown"
     return sha + ("+dirty" if dirty else "")
 
 
