@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from longrec.bench.scaling import COLUMNS, markdown_table, run_scaling
-from longrec.errors import ConfigError
+from longrec.errors import ConfigError, LongrecError
 from longrec.mixers.lru import LRUMixer
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -96,3 +96,30 @@ def test_unknown_variant_fails_before_measuring(tmp_path: Path) -> None:
         run_scaling(["nope"], [16], out_dir=tmp_path, **TINY)
     with pytest.raises(ConfigError, match="backend"):
         run_scaling(["causal-linrec@cuda-magic"], [16], out_dir=tmp_path, **TINY)
+
+
+def test_mixer_level_with_the_raw_sdpa_kernel_and_csv_after_every_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import longrec.bench.scaling as scaling
+
+    written: list[int] = []
+    real = scaling.write_csv
+
+    def spy(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> Path:
+        written.append(len(rows))
+        return real(rows, out_dir, stem)
+
+    monkeypatch.setattr(scaling, "write_csv", spy)
+    rows = run_scaling(["kernel:sdpa", "causal-linrec"], [8, 16], level="mixer", out_dir=tmp_path, isolate=False,
+                       **TINY)
+    assert [(r["variant"], r["mixer"], r["status"]) for r in rows[:3]] == [
+        ("sasrec", "softmax", "ok"), ("kernel:sdpa", "kernel:sdpa", "ok"), ("causal-linrec", "linrec", "ok")
+    ]
+    assert written == [3, 6, 6]  # after N=8, after N=16, then the final write with the ratios
+    assert {r["level"] for r in read_csv(tmp_path / "scaling-mixer-cpu-fp32.csv")} == {"mixer"}
+
+
+def test_the_fla_kernel_is_refused_off_cuda(tmp_path: Path) -> None:
+    with pytest.raises(LongrecError, match="kernel:fla is flash-linear-attention's CUDA kernel"):
+        run_scaling(["kernel:fla"], [8], out_dir=tmp_path, isolate=False, **TINY)

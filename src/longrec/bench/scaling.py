@@ -6,9 +6,10 @@ arguments), optionally with `@BACKEND` (chunked | fla | naive) for mixers with a
 the token mixer alone on x [B,N,D]; `block` one Block (mixer + FFN); `model` the preset's SeqEncoder (depth as in the
 preset) plus chunked CE over a catalogue of --items on every position. All run in train mode; bf16 is autocast, as in
 training. Two raw kernels are variants too, at every level the same op on q, k, v of shape [B,N,1,D] (one head of
-width D, as causal-linrec and sasrec): `kernel:sdpa` (torch's scaled_dot_product_attention, is_causal, so flash
-attention where the device has it) and `kernel:fla` (flash-linear-attention's chunk_simple_gla, CUDA only). They are
-the floors the mixers are measured against; bf16 casts their inputs.
+width D, as causal-linrec and sasrec): `kernel:sdpa` (torch's scaled_dot_product_attention, is_causal and no
+mask, so flash attention on CUDA in bf16, memory-efficient attention in fp32) and `kernel:fla`
+(flash-linear-attention's chunk_simple_gla, CUDA only). They are the floors the mixers are measured against;
+bf16 casts their inputs.
 
 Each cell is one warm-up run, then the median of --reps timed runs (CUDA synchronised). Peak memory:
   CUDA: growth of torch.cuda.max_memory_allocated over the memory allocated before the cell (parameters, grads,
