@@ -17,6 +17,7 @@ import time
 import torch
 from torch import Tensor
 
+from longrec.bench import sync
 from longrec.ops import Backend
 from longrec.ops.lru import lru_scan
 
@@ -29,19 +30,14 @@ def inputs(B: int, N: int, P: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     return torch.stack([r * phase.cos(), r * phase.sin()], dim=-1), torch.randn(B, N, P, 2, generator=g)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def fwd_bwd(backend: Backend, a: Tensor, b: Tensor, w: Tensor) -> tuple[float, Tensor]:
     """Seconds for one forward + backward, and the output (for a cross-check)."""
     a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
-    _sync(a.device)
+    sync(a.device)
     t0 = time.perf_counter()
     h, _ = lru_scan(a, b, backend=backend)
     (h * w).sum().backward()
-    _sync(a.device)
+    sync(a.device)
     return time.perf_counter() - t0, h.detach()
 
 

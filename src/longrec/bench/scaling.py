@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from longrec.bench import sync
 from longrec.bench.memory import peak_rss_mib
 from longrec.config import ModelConfig, from_dict, load_config, preset_names
 from longrec.errors import LongrecError
@@ -193,11 +194,6 @@ def _maxrss() -> int:
     return int(peak_rss_mib() * 2**20)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _result(status: str, ms: float | None = None, peak_mib: float | None = None, note: str = "") -> dict[str, Any]:
     return {"status": status, "ms": ms, "peak_mib": peak_mib, "note": note}
 
@@ -228,7 +224,7 @@ def measure(cell: Cell, rss: bool = False) -> dict[str, Any]:
 def _measure(cell: Cell, device: torch.device, rss: bool) -> dict[str, Any]:
     torch.manual_seed(0)
     if device.type == "cuda":
-        _sync(device)
+        sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
@@ -240,10 +236,10 @@ def _measure(cell: Cell, device: torch.device, rss: bool) -> dict[str, Any]:
         elapsed = time.perf_counter() - start
         if i and elapsed > cell.time_limit_s:
             return _result("timeout", note=f"{i} of {cell.reps + 1} runs took {elapsed:.1f} s > {cell.time_limit_s} s")
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         run()
-        _sync(device)
+        sync(device)
         if i:
             times.append(time.perf_counter() - t0)
     if device.type == "cuda":

@@ -33,6 +33,15 @@ class SoftmaxMixer(nn.Module):
         q, k, v = self.qkv(x).view(*lead, 3, self.heads, D // self.heads).unbind(-3)  # 3 x (..., H, d)
         return q, k, v
 
+    def _allowed(self, mask: Tensor) -> Tensor:
+        """[B,1,N,N] which keys each query may attend to: real keys only, none from the future when causal."""
+        N = mask.shape[1]
+        allowed = mask[:, None, None, :]  # (B, 1, 1, N): real keys only
+        if self.causal:
+            allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=mask.device).tril()
+        # A pad query has no real key; letting it see itself keeps softmax finite (its output is zeroed).
+        return allowed | torch.eye(N, dtype=torch.bool, device=mask.device)
+
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         B, N, D = x.shape
         q, k, v = (t.transpose(1, 2) for t in self._qkv(x))  # (B, H, N, d)
@@ -42,12 +51,7 @@ class SoftmaxMixer(nn.Module):
             # kernel; an explicit mask forces a slower one (10x at N = 16384 on an H200, docs/BENCHMARKS.md).
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
         else:
-            allowed = mask[:, None, None, :]  # (B, 1, 1, N): real keys only
-            if self.causal:
-                allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
-            # A pad query has no real key; letting it see itself keeps softmax finite (its output is zeroed).
-            allowed = allowed | torch.eye(N, dtype=torch.bool, device=x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=self._allowed(mask), dropout_p=p)
         y = y.transpose(1, 2).reshape(B, N, D)
         return self.out(y) * mask[..., None]
 
@@ -55,10 +59,7 @@ class SoftmaxMixer(nn.Module):
         """[B,H,N,N] softmax attention probabilities (rows of pads are zero)."""
         B, N, D = x.shape
         q, k, _ = (t.transpose(1, 2) for t in self._qkv(x))  # (B, H, N, d)
-        allowed = mask[:, None, None, :]
-        if self.causal:
-            allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
-        allowed = allowed | torch.eye(N, dtype=torch.bool, device=x.device)
+        allowed = self._allowed(mask)
         scores = (q @ k.transpose(-1, -2)) / (D // self.heads) ** 0.5
         return scores.masked_fill(~allowed, float("-inf")).softmax(-1) * mask[:, None, :, None]
 
