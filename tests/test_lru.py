@@ -89,6 +89,7 @@ def test_layer_follows_the_lru_formula() -> None:
     x = torch.randn(2, 9, 6, dtype=torch.float64)
     mask = torch.ones(2, 9, dtype=torch.bool)
     mask[1, :4] = False
+    mask[0, 5] = False  # an interior pad (the loader never makes one): the state must wait, not decay by λ
     y = m(x, mask)
     assert m.skip is not None
     lam = torch.exp(torch.complex(-m.nu_log.exp(), m.theta_log.exp()))  # (P,)

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longrec.errors import ConfigError
@@ -79,11 +80,19 @@ class LRUMixer(nn.Module):
     def _run(self, x: Tensor, mask: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
         """x [B,N,D], mask [B,N], h0 [B,P,2] or None -> (y [B,N,D] zero at pads, state after the window [B,P,2])."""
         B, N, D = x.shape
-        m = mask[..., None, None]  # (B, N, 1, 1)
+        P = self.state_size
         lam = self._lambda()  # (P, 2), in the parameters' dtype: never rounded to bf16 under autocast
-        bx = self.in_proj(x).view(B, N, self.state_size, 2).to(lam.dtype) * self.gamma_log.exp()[:, None]  # γ ⊙ Bx
-        a = torch.where(m, lam, lam.new_tensor([1.0, 0.0]))  # (B, N, P, 2): λ, the identity at pads
-        b = torch.where(m, bx, 0.0)  # (B, N, P, 2): γ ⊙ Bx, zero at pads
+        # γ ⊙ (W x + c) = (γW) x + γc: scaling the small weight, not the [B,N,P,2] output, keeps γ's gradient a
+        # reduction over the weight's rows instead of over every position (a slow strided sum on CPU)
+        g = self.gamma_log.exp().repeat_interleave(2)  # (2P,): γ for the (Re, Im) pair of each state channel
+        bias = None if self.in_proj.bias is None else self.in_proj.bias * g
+        bx = F.linear(x, self.in_proj.weight * g[:, None], bias).view(B, N, P, 2).to(lam.dtype)  # γ ⊙ Bx
+        m = mask.to(lam.dtype)  # (B, N)
+        one = lam.new_tensor([1.0, 0.0])
+        # a = 1 + m (λ - 1): λ at events, the identity at pads; an outer product, so that λ's gradient is one
+        # matrix-vector product over the B·N positions
+        a = (m.reshape(B * N, 1) @ (lam - one).reshape(1, 2 * P)).view(B, N, P, 2) + one  # (B, N, P, 2)
+        b = bx * m[..., None, None]  # (B, N, P, 2): γ ⊙ Bx, zero at pads
         backend = _pick_backend(self.backend, B, x.device)
         h, final = lru_scan(a, b, initial_state=h0, output_final_state=True, backend=backend)  # (B,N,P,2), (B,P,2)
         y = self.out_proj(h.flatten(-2))  # (B, N, D): Re(C h)
