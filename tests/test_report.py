@@ -40,6 +40,17 @@ def test_gpu_runs_show_their_cuda_peak_beside_the_rss(tmp_path):
     assert "| 75.7 | 1466, 273 | NVIDIA H200 |" in table([tmp_path / "gpu"]).splitlines()[2]
 
 
+def test_a_run_resumed_under_other_code_names_every_commit(tmp_path):
+    seg = [{"after_epoch": 0, "git_commit": "d89f1630000000"}, {"after_epoch": 5, "git_commit": "c18edaa0000000"},
+           {"after_epoch": 9, "git_commit": "43b5c6b0123456789"}]
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.json").write_text(json.dumps(results("ce") | {"segments": seg}))
+    assert table([tmp_path / "r"]).splitlines()[2].endswith(
+        "| 43b5c6b01234 (resumed; earlier d89f16300000, c18edaa00000) |")
+    (tmp_path / "r" / "results.json").write_text(json.dumps(results("ce") | {"segments": seg[2:] * 2}))
+    assert table([tmp_path / "r"]).splitlines()[2].endswith("| 43b5c6b01234 |")  # resumed under the same code
+
+
 def test_objective_labels_and_a_missing_run(tmp_path):
     assert training_objective({"objective": "masked_item", "loss": "gbce", "negatives": 8}) == "masked_item gbce x8"
     with pytest.raises(CheckpointError, match="results.json: missing"):

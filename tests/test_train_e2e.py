@@ -47,8 +47,14 @@ def test_sasrec_learns_a_predictable_sequence_and_writes_a_complete_run(log: Pat
 def test_resume_replays_the_uninterrupted_run_exactly(log: Path, tmp_path: Path) -> None:
     full = fit(load_config("gru4rec", tiny(log, "train.epochs=3")), tmp_path / "a")
     fit(load_config("gru4rec", tiny(log, "train.epochs=2")), tmp_path / "b")
+    state = json.loads((tmp_path / "b" / "trainer.json").read_text())
+    assert [s["after_epoch"] for s in state["segments"]] == [0] and state["wall_seconds"] > 0
+    state["wall_seconds"] = 1000.0  # as if the first start had run for 1000 s: the results must add it
+    (tmp_path / "b" / "trainer.json").write_text(json.dumps(state))
     resumed = fit(load_config("gru4rec", tiny(log, "train.epochs=3")), tmp_path / "b", resume=True)
     assert resumed["test"] == full["test"]
+    assert 1000.0 < resumed["wall_seconds"] < 1000.0 + 300.0
+    assert [s["after_epoch"] for s in resumed["segments"]] == [0, 2]
     a, b = (json.loads(line)["loss"] for line in [(tmp_path / d / "metrics.jsonl").read_text().splitlines()[-1]
                                                   for d in ("a", "b")])
     assert a == b
@@ -89,6 +95,15 @@ def test_eval_reloads_the_best_checkpoint_and_matches_training_results(log: Path
     history = torch.tensor([[0, 0, 5, 6, 7]])
     top = (model(history, history > 0)[:, -1] @ model.item_table()[1:].T).topk(3).indices + 1
     assert top.shape == (1, 3)
+
+
+def test_an_untied_output_table_trains_scores_and_reloads(log: Path, tmp_path: Path) -> None:
+    res = fit(load_config("sasrec", tiny(log, "train.epochs=2", "model.tie_output=false")), tmp_path / "u")
+    assert evaluate_run(tmp_path / "u")["metrics"] == pytest.approx(res["test"], rel=1e-6)
+    _, model, _ = load_run(tmp_path / "u")
+    assert model.out_emb is not None and model.item_table() is model.out_emb.weight
+    assert model.item_table().shape == (model.num_items + 1, 16)
+    assert not torch.equal(model.item_table()[1:], model.item_emb.weight[1 : model.num_items + 1])
 
 
 def test_cli_eval_of_a_corrupt_checkpoint_is_one_clear_error(log: Path, tmp_path: Path) -> None:

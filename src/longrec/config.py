@@ -42,6 +42,7 @@ class ModelConfig:
     max_len: int = 200  # longest history window fed to the model
     pos: str = "learned"  # learned | none: absolute positions counted from the first real event
     norm_first: bool = True  # pre-LN blocks (False: post-LN, as LRURec)
+    tie_output: bool = True  # score with the input item embeddings; False: a separate output table (gSASRec)
 
 
 @dataclass(frozen=True)

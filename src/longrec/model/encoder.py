@@ -17,7 +17,8 @@ from longrec.model.block import Block, Dropout
 class SeqEncoder(nn.Module):
     """items [B,N] int64 (0 = PAD), mask [B,N] bool -> h [B,N,D]; h at a position summarises events up to it
     (causal mixers) or the whole window (global mixers). Items 1..num_items are real; ids above are special
-    tokens (the BERT4Rec mask token). The output layer is the item embedding table (tied)."""
+    tokens (the BERT4Rec mask token). The output layer is the item embedding table (tied) unless
+    cfg.tie_output is false, then a separate [num_items+1, D] table."""
 
     def __init__(self, num_items: int, cfg: ModelConfig, extra_tokens: int = 0) -> None:
         super().__init__()
@@ -26,6 +27,7 @@ class SeqEncoder(nn.Module):
         self.max_len = cfg.max_len
         self.item_emb = nn.Embedding(num_items + 1 + extra_tokens, D, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, D) if cfg.pos == "learned" else None
+        self.out_emb = None if cfg.tie_output else nn.Embedding(num_items + 1, D, padding_idx=0)
         self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
             Block(build_mixer(cfg.mixer, D, cfg.heads, cfg.dropout, cfg.mixer_args), D, cfg.ffn_mult, cfg.dropout,
@@ -59,6 +61,8 @@ class SeqEncoder(nn.Module):
 
     def item_table(self) -> Tensor:
         """[num_items+1, D]: rows 0 (PAD) .. num_items; scores are h @ item_table().T with PAD masked."""
+        if self.out_emb is not None:
+            return self.out_emb.weight
         return self.item_emb.weight[: self.num_items + 1]
 
     def init_state(self, batch: int, device: torch.device) -> MixerState:

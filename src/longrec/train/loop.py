@@ -52,6 +52,9 @@ class Progress:
     train_seconds: float = 0.0  # training + validation wall time over all finished epochs
     seconds_to_best: float = 0.0
     epoch_seconds: list[float] = field(default_factory=list)
+    wall_seconds: float = 0.0  # wall time of the run's starts up to the last finished epoch, summed
+    # one entry per start (the first and each --resume): the epoch it started after, its code and device
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_data(cfg: ExperimentConfig, quiet: bool = False) -> Splits:
@@ -154,6 +157,8 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
         load_model_weights(model, run_dir / "last.safetensors")
         load_optimizer(run_dir / "optim.safetensors", opt)
         log(d, f"resuming after epoch {prog.epoch} (best {cfg.eval.metric} {prog.best:.4f} at {prog.best_epoch})")
+    prog.segments.append({"after_epoch": prog.epoch, "git_commit": origin["git_commit"], "device": origin["device"]})
+    wall_before = prog.wall_seconds  # earlier starts; this one's time is added at every checkpoint
     net: torch.nn.Module = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -175,6 +180,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
         dt = time.time() - t0
         metric = val["metrics"][cfg.eval.metric]
         prog.epoch, prog.train_seconds = epoch, prog.train_seconds + dt
+        prog.wall_seconds = wall_before + time.time() - wall0
         prog.epoch_seconds.append(dt)
         improved = metric > prog.best
         if improved:
@@ -187,7 +193,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
         log(d, f"epoch {epoch:3d}  loss {loss:.4f}  valid {cfg.eval.metric} {metric:.4f}  best {prog.best:.4f} "
             f"(epoch {prog.best_epoch})  {dt:.1f}s")
     barrier(d)  # best.safetensors is complete before any rank reads it
-    return finish(cfg, run_dir, model, splits, prog, device, mtok, time.time() - wall0, origin, d)
+    return finish(cfg, run_dir, model, splits, prog, device, mtok, wall_before + time.time() - wall0, origin, d)
 
 
 def log(d: Dist, message: str) -> None:
@@ -256,7 +262,8 @@ def finish(cfg: ExperimentConfig, run_dir: Path, model: SeqEncoder, splits: Spli
                      "seconds_per_epoch": sum(prog.epoch_seconds) / n if n else 0.0,
                      "seconds_to_best": prog.seconds_to_best, "train_seconds": prog.train_seconds,
                      "params": describe(model)["params"], "processes": d.world},
-        "wall_seconds": wall,
+        "wall_seconds": wall,  # every start of the run, summed (time lost between a stop and its --resume excluded)
+        "segments": prog.segments,
         "peak_memory": peak_memory_mib(device),
         **origin,
         "config": to_dict(cfg),

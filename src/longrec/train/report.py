@@ -30,8 +30,16 @@ def row(res: dict[str, Any], run: str) -> list[str]:
         run, cfg["data"]["name"], model, f"{t['ndcg@10']:.4f}", f"{t['recall@10']:.4f}", f"{t['mrr@10']:.4f}",
         f"{t['ndcg@20']:.4f}", f"{tr['epochs']} ({tr['best_epoch']})", f"{tr['seconds_per_epoch']:.1f}",
         f"{tr['seconds_to_best'] / 60:.1f}", f"{res['wall_seconds'] / 60:.1f}",
-        peak_mib(res["peak_memory"]), res["device"], res["git_commit"][:12],
+        peak_mib(res["peak_memory"]), res["device"], commits(res),
     ]
+
+
+def commits(res: dict[str, Any]) -> str:
+    """The commit that finished the run, and those of earlier starts when a --resume ran other code."""
+    last = res["git_commit"][:12]
+    earlier = [s["git_commit"][:12] for s in res.get("segments", [])[:-1]]
+    earlier = [c for i, c in enumerate(earlier) if c != last and c not in earlier[:i]]
+    return last + (f" (resumed; earlier {', '.join(earlier)})" if earlier else "")
 
 
 def peak_mib(peak: dict[str, float]) -> str:
