@@ -6,7 +6,7 @@
 #   3. after the trainings, on the otherwise idle GPU: the scaling sweeps (mixer, block, model; bf16 and fp32,
 #      raw SDPA and fla kernels beside the mixers) and the LRU scan-vs-loop table.
 # Usage: OUT=dir LONGREC_DATA_DIR=data LONGREC_GIT_COMMIT=<sha sent> TRAIN_MIN=5 bash scripts/gpu-checks.sh
-#   ONLY="ml-1m-lrurec ml-1m-sasrec" trains only those runs (default: all 16); TRAIN_MIN=0 trains none.
+#   ONLY="ml-1m-lrurec ml-1m-sasrec" trains only those runs (default: all 18); TRAIN_MIN=0 trains none.
 # Lessons of the first lease (2026-11-26, H200): 16 runs sharing the GPU took 8-15 s/epoch each (4.5 min gave
 # 20-30 epochs, short of convergence); fla's first Triton compile+autotune took over 30 s, so its sweep runs last
 # and alone; a copied tree's .git may be stale, so state the commit in LONGREC_GIT_COMMIT.
@@ -48,6 +48,9 @@ train ml-1m-lrurec configs/ml-1m-lrurec.yaml train.patience=20
 train ml-1m-causal-linrec configs/ml-1m-causal-linrec.yaml
 train ml-1m-recgrela-causal configs/ml-1m-recgrela-causal.yaml
 train ml-1m-linrec-sasrec linrec-sasrec "${PAPER[@]}"
+# end to end (BENCHMARKS "End to end"): the same networks trained on every prefix instead of every position
+train ml-1m-sasrec-prefix configs/ml-1m-sasrec.yaml train.objective=last_item "${PAPER[@]}"
+train ml-1m-causal-linrec-prefix configs/ml-1m-causal-linrec.yaml train.objective=last_item "${PAPER[@]}"
 train ml-1m-linrec-sasrec-no-l2 linrec-sasrec "${PAPER[@]}" model.mixer_args.l2=false
 train ml-1m-linrec-sasrec-no-elu linrec-sasrec "${PAPER[@]}" model.mixer_args.elu=false
 train ml-1m-lt-sasrec lt-sasrec data.name=ml-1m
@@ -93,7 +96,7 @@ group "$OUT/runs-a.tgz" ml-1m-sasrec ml-1m-linrec-sasrec ml-1m-linrec-sasrec-no-
   ml-1m-causal-linrec ml-1m-lrurec ml-1m-recgrela-causal
 group "$OUT/runs-b.tgz" ml-1m-lt-sasrec ml-1m-ea-sasrec ml-1m-hydrarec ml-1m-hydrarec-causal ml-1m-recgrela \
   ml-1m-sasrec-sampled-uniform ml-1m-sasrec-gbce
-group "$OUT/runs-c.tgz" beauty-lrurec beauty-sasrec
+group "$OUT/runs-c.tgz" beauty-lrurec beauty-sasrec ml-1m-sasrec-prefix ml-1m-causal-linrec-prefix
 fi
 
 # 3. benchmarks on the idle GPU (bench.tgz rewritten after each sweep: a timeout still leaves the finished ones)

@@ -14,6 +14,7 @@ import longrec
 from longrec.bench import peer_recbole as pr
 from longrec.config import load_config, to_dict
 from longrec.errors import ConfigError, DataError
+from longrec.train.report import time_to
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml-1m-sasrec.yaml"
 
@@ -98,7 +99,7 @@ def _run_dir(tmp_path: Path, ndcgs: list[float], seconds: float) -> Path:
 def test_longrec_side_time_to_and_the_table(tmp_path: Path) -> None:
     ours = pr.longrec_side(_run_dir(tmp_path, [0.05, 0.12, 0.11], seconds=60.0))
     assert not ours["finished"] and ours["peak_rss_mib"] is None and ours["batch"] == 128
-    assert pr.time_to(ours["epochs"], 0.1) == 120.0 and pr.time_to(ours["epochs"], 0.2) is None
+    assert time_to(ours["epochs"], 0.1) == 120.0 and time_to(ours["epochs"], 0.2) is None
     sizes = {"users": 2, "recbole_rows": 981_491, "longrec_rows": 6040, "longrec_targets": 900_000}
     bounded: dict[str, Any] = {"mode": "bounded", "threads": 1, "batch": 128, "train_rows": 981_491, "steps": 40,
                                "warmup": 3, "rows_per_s": 100.0, "epoch_train_seconds_est": 9814.91,

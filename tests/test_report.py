@@ -51,6 +51,20 @@ def test_a_run_resumed_under_other_code_names_every_commit(tmp_path):
     assert table([tmp_path / "r"]).splitlines()[2].endswith("| 43b5c6b01234 |")  # resumed under the same code
 
 
+def test_target_column_is_the_time_until_the_valid_metric_first_reached_it(tmp_path):
+    (tmp_path / "r").mkdir()
+    res = results("ce")
+    res["config"]["eval"] = {"metric": "ndcg@10"}
+    (tmp_path / "r" / "results.json").write_text(json.dumps(res))
+    curve = [(60.0, 0.05), (90.0, 0.12), (30.0, 0.11), (120.0, 0.16)]
+    (tmp_path / "r" / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": i + 1, "seconds": s, "valid": {"ndcg@10": v}}) + "\n" for i, (s, v) in enumerate(curve)))
+    out = table([tmp_path / "r"], target=0.12).splitlines()
+    assert out[0].endswith("| min to valid ≥ 0.12 |") and out[2].endswith("| 2.5 |")  # (60 + 90) s
+    assert table([tmp_path / "r"], target=0.2).splitlines()[2].endswith("| not reached |")
+    assert table([tmp_path / "r"], target=0.16).splitlines()[2].endswith("| 5.0 |")
+
+
 def test_objective_labels_and_a_missing_run(tmp_path):
     assert training_objective({"objective": "masked_item", "loss": "gbce", "negatives": 8}) == "masked_item gbce x8"
     with pytest.raises(CheckpointError, match="results.json: missing"):

@@ -57,7 +57,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from longrec.train.report import table
 
-    print(table([Path(d) for d in args.run_dirs]))
+    print(table([Path(d) for d in args.run_dirs], args.target))
 
 
 def _plot(args: argparse.Namespace) -> None:
@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="print a markdown table of finished runs (for docs/RESULTS.md)")
     r.add_argument("run_dirs", nargs="+")
+    r.add_argument("--target", type=float, default=None,
+                   help="add a column: minutes of training + validation until the valid metric first reached this "
+                        "value (e.g. 0.15), from each run's metrics.jsonl")
     r.set_defaults(func=_report)
 
     pl = sub.add_parser("plot", help="plot a run's attention weights for one user (softmax and LinRec)")

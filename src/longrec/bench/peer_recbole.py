@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
-from itertools import accumulate, chain
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import longrec
 from longrec.bench.memory import peak_rss_mib, rss_mib
 from longrec.config import ExperimentConfig, load_config
 from longrec.errors import ConfigError, DataError
+from longrec.train.report import time_to
 
 PIP_STEPS = (
     ["torch==2.13.0"],  # first and pinned: the CPU wheel on local disk; a loose pin pulls a multi-GB CUDA build
@@ -257,12 +258,6 @@ def longrec_side(run: Path) -> dict[str, Any]:
     return {"run": str(run), "finished": bool(res), "batch": cfg.train.batch_size,
             "device": res.get("device", f"{cfg.train.device}, train.threads={cfg.train.threads}"),
             "peak_rss_mib": res.get("peak_memory", {}).get("cpu_rss_mib"), "epochs": [json.loads(x) for x in lines]}
-
-
-def time_to(epochs: list[dict[str, Any]], target: float) -> float | None:
-    """Cumulative seconds (training + validation) until valid NDCG@10 first reaches `target`; None if never."""
-    done = zip(accumulate(e["seconds"] for e in epochs), epochs, strict=True)
-    return next((t for t, e in done if e["valid"]["ndcg@10"] >= target), None)
 
 
 def _curve(epochs: list[dict[str, Any]], rows: int, targets: int, target: float | None) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +50,35 @@ def peak_mib(peak: dict[str, float]) -> str:
     return f"{rss}, {peak['cuda_mib']:.0f}" if "cuda_mib" in peak else rss
 
 
-def table(run_dirs: list[Path]) -> str:
-    """One markdown row per run; the protocol of every run is listed under the table."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def time_to(epochs: list[dict[str, Any]], target: float, metric: str = "ndcg@10") -> float | None:
+    """Cumulative seconds (training + validation) until the valid `metric` first reaches `target`; None if never.
+    epochs: metrics.jsonl records ({"seconds": s, "valid": {metric: value}, ...}) in order."""
+    done = zip(accumulate(e["seconds"] for e in epochs), epochs, strict=True)
+    return next((t for t, e in done if e["valid"][metric] >= target), None)
+
+
+def _minutes_to(run_dir: Path, res: dict[str, Any], target: float) -> str:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (needed for the time to a target)")
+    epochs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    reached = time_to(epochs, target, res["config"]["eval"]["metric"])
+    return "not reached" if reached is None else f"{reached / 60:.1f}"
+
+
+def table(run_dirs: list[Path], target: float | None = None) -> str:
+    """One markdown row per run; the protocol of every run is listed under the table. With a target, a last
+    column: minutes of training + validation until the valid metric (the runs' eval.metric) first reached it."""
+    columns = COLUMNS + ((f"min to valid ≥ {target:g}",) if target is not None else ())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     protocols = set()
     for d in run_dirs:
         path = d / "results.json"
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (is the run finished?)")
         res = read_json(path)
-        lines.append("| " + " | ".join(row(res, d.name)) + " |")
+        cells = row(res, d.name) + ([_minutes_to(d, res, target)] if target is not None else [])
+        lines.append("| " + " | ".join(cells) + " |")
         protocols.add(res["protocol"])
     lines.append("")
     lines.append("Test split; protocol: " + "; ".join(sorted(protocols)) + ".")
