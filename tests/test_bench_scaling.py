@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from longrec.bench.scaling import COLUMNS, markdown_table, run_scaling
+from longrec.bench.scaling import run_scaling
+from longrec.bench.scaling_report import COLUMNS, markdown_table
 from longrec.errors import ConfigError, LongrecError
 from longrec.mixers.lru import LRUMixer
 

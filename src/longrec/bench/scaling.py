@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import gc
 import json
 import platform
@@ -49,6 +48,7 @@ import torch
 
 from longrec.bench import sync
 from longrec.bench.memory import peak_rss_mib
+from longrec.bench.scaling_report import FAILED, markdown_table, plot_scaling, write_csv
 from longrec.config import ModelConfig, from_dict, load_config, preset_names
 from longrec.errors import LongrecError
 from longrec.losses import chunked_ce
@@ -61,11 +61,7 @@ DEFAULT_LENGTHS = tuple(2**k for k in range(7, 15))  # 128 .. 16384
 LEVELS = ("mixer", "block", "model")
 KERNELS = ("kernel:sdpa", "kernel:fla")  # raw ops, not models: the floors a mixer is measured against
 DTYPES = ("fp32", "bf16")
-FAILED = ("oom", "timeout", "error")  # statuses after which a variant's larger N are skipped
 REFERENCE = "sasrec"  # causal softmax: ratio_to_softmax divides by its time at the same N
-COLUMNS = tuple(
-    "variant mixer level N batch dim device dtype threads status ms peak_mib ratio_to_softmax memory note".split()
-)
 
 
 @dataclass(frozen=True)
@@ -356,7 +352,8 @@ def run_scaling(
     for r in rows:
         if r["status"] == "ok" and r["N"] in ref_ms:
             r["ratio_to_softmax"] = r["ms"] / ref_ms[r["N"]]
-    write_outputs(rows, Path(out_dir), stem)
+    write_csv(rows, Path(out_dir), stem)
+    plot_scaling(rows, Path(out_dir), stem)
     return rows
 
 
@@ -364,99 +361,6 @@ def _progress(r: dict[str, Any]) -> str:
     ms = "" if r["ms"] is None else f" {r['ms']:.2f} ms"
     mib = "" if r["peak_mib"] is None else f" {r['peak_mib']:.1f} MiB"
     return f"{r['variant']:>20} N={r['N']:<6} {r['status']}{ms}{mib} {r['note']}".rstrip()
-
-
-def write_outputs(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
-    """STEM.csv (one row per cell, empty = not measured), STEM-time.png, STEM-memory.png."""
-    return [write_csv(rows, out_dir, stem), *plot_scaling(rows, out_dir, stem)]
-
-
-def write_csv(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{stem}.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows({k: "" if r[k] is None else r[k] for k in COLUMNS} for r in rows)
-    return path
-
-
-def plot_scaling(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
-    """Log-log time (and ratio to causal softmax) vs N, and peak memory vs N: one line per variant."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise LongrecError("plotting needs matplotlib (pip install 'longrec[plot]')") from None
-    r0 = rows[0]
-    title = f"{r0['level']} fwd+bwd, {r0['device']}, {r0['dtype']}, B={r0['batch']}, D={r0['dim']}"
-    title += f", {r0['threads']} thread(s)" if r0["device"].startswith("cpu") else ""
-    lengths = sorted({r["N"] for r in rows})
-    panels = {
-        "time": [("ms", "ms (median)"), ("ratio_to_softmax", "time / causal softmax")],
-        "memory": [("peak_mib", f"peak MiB ({r0['memory']})")],
-    }
-    paths = []
-    for name, metrics in panels.items():
-        fig, axes = plt.subplots(1, len(metrics), figsize=(6.5 * len(metrics), 4.8), squeeze=False)
-        for ax, (key, label) in zip(axes[0], metrics, strict=True):
-            for i, v in enumerate(dict.fromkeys(r["variant"] for r in rows)):
-                mine = [r for r in rows if r["variant"] == v]
-                pts = [(r["N"], r[key]) for r in mine if r[key] is not None and r[key] > 0]  # log axes: > 0 only
-                fail = next((r for r in mine if r["status"] in FAILED), None)
-                tag = f" ({fail['status']} at {fail['N']})" if fail else ""
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), marker="o", ms=3, ls=("-", "--", ":")[i // 10 % 3], label=v + tag)
-            ax.set(xlabel="sequence length N", ylabel=label)
-            if not ax.lines:
-                ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
-                continue
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(lengths, [str(n) for n in lengths], minor=False)
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-            ax.set_yscale("log")
-            ax.grid(True, which="both", alpha=0.3)
-        if axes[0][-1].lines:  # one legend, right of the last panel
-            axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        paths.append(out_dir / f"{stem}-{name}.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
-    return paths
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Variants x N tables of time and memory. CPU shows time only as the ratio to causal softmax (same run);
-    CUDA shows median ms with the ratio."""
-    r0 = rows[0]
-    cpu = r0["device"].startswith("cpu")
-    lengths = sorted({r["N"] for r in rows})
-    cells = {(r["variant"], r["N"]): r for r in rows}
-
-    def fmt_time(r: dict[str, Any]) -> str:
-        if r["status"] != "ok":
-            return r["status"]
-        ratio = "" if r["ratio_to_softmax"] is None else f"{r['ratio_to_softmax']:.2f}x"
-        return ratio if cpu else f"{r['ms']:.2f} ({ratio})" if ratio else f"{r['ms']:.2f}"
-
-    def fmt_mem(r: dict[str, Any]) -> str:
-        return r["status"] if r["status"] != "ok" else "" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
-
-    out = [
-        f"{r0['level']} forward+backward, {r0['device']}, {r0['dtype']}, B={r0['batch']}, D={r0['dim']}, "
-        f"threads={r0['threads']}"
-    ]
-    for what, fmt in (
-        ("time / causal softmax" if cpu else "ms (x causal softmax)", fmt_time),
-        (f"peak MiB ({r0['memory']})", fmt_mem),
-    ):
-        out += ["", f"| {what} | " + " | ".join(f"N={n}" for n in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
-        for v in dict.fromkeys(r["variant"] for r in rows):
-            out.append(f"| {v} | " + " | ".join(fmt(cells[v, n]) for n in lengths) + " |")
-    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
