@@ -5,16 +5,15 @@ Run with `pytest -m gpu`; the op-level fla test is in test_ops_linear_attn.py.""
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import pytest
 import torch
 from torch import Tensor
 
-from longrec.mixers import MIXERS, build_mixer
+from longrec.mixers import build_mixer
 from longrec.ops import Backend
 from longrec.ops.lru import lru_scan
-from test_mixer_contract import IDS, VARIANTS
+from test_mixer_contract import IDS, VARIANTS, config_defaults
 from test_ops_linear_attn import rel_rms
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -61,9 +60,7 @@ def test_mixer_on_cuda_equals_cpu(name: str, args: dict, monkeypatch: pytest.Mon
 def fla_variants() -> list[tuple[str, dict]]:
     out = []
     for name, args in VARIANTS:
-        cfg = MIXERS.get(name).config
-        fields = {f.name for f in dataclasses.fields(cfg)} if cfg else set()
-        if "backend" in fields and cfg().backend == "chunked" and args.get("causal", True):  # lru: auto|scan|loop
+        if config_defaults(name).get("backend") == "chunked" and args.get("causal", True):  # lru: auto|scan|loop
             out.append((name, args))
     return out
 

@@ -13,12 +13,16 @@ from longrec.mixers.base import prefill
 D, H = 12, 2
 
 
+def config_defaults(name: str) -> dict[str, object]:
+    """A registered mixer's config fields with their defaults ({} when it takes no arguments)."""
+    cfg = MIXERS.get(name).config
+    return {f.name: getattr(cfg(), f.name) for f in dataclasses.fields(cfg)} if cfg else {}
+
+
 def variants() -> list[tuple[str, dict]]:
     out = []
     for name in MIXERS.names():
-        cfg = MIXERS.get(name).config
-        fields = {f.name for f in dataclasses.fields(cfg)} if cfg else set()
-        if "causal" in fields:
+        if "causal" in config_defaults(name):
             out += [(name, {"causal": True}), (name, {"causal": False})]
         else:
             out.append((name, {}))
