@@ -39,8 +39,7 @@ def row(res: dict[str, Any], run: str) -> list[str]:
 def commits(res: dict[str, Any]) -> str:
     """The commit that finished the run, and those of earlier starts when a --resume ran other code."""
     last = res["git_commit"][:12]
-    earlier = [s["git_commit"][:12] for s in res.get("segments", [])[:-1]]
-    earlier = [c for i, c in enumerate(earlier) if c != last and c not in earlier[:i]]
+    earlier = [c for c in dict.fromkeys(s["git_commit"][:12] for s in res.get("segments", [])[:-1]) if c != last]
     return last + (f" (resumed; earlier {', '.join(earlier)})" if earlier else "")
 
 
