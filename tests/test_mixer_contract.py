@@ -26,11 +26,11 @@ def variants() -> list[tuple[str, dict]]:
             out += [(name, {"causal": True}), (name, {"causal": False})]
         else:
             out.append((name, {}))
-    return out
+    return out + [("linrec", {"causal": True, "local": 3}), ("linrec", {"causal": False, "local": 3})]
 
 
 VARIANTS = variants()
-IDS = [f"{n}-{'causal' if a.get('causal', True) else 'global'}" for n, a in VARIANTS]
+IDS = [f"{n}-{'causal' if a.get('causal', True) else 'global'}{'-local' if a.get('local') else ''}" for n, a in VARIANTS]
 
 
 def make(name: str, args: dict) -> torch.nn.Module:

@@ -24,6 +24,8 @@ class LinRecConfig:
     elu: bool = True  # False: Figure 4 "w/o ELU", identity feature map
     eps: float = 1e-6  # added under each square root of a sum of squares (pads, all-zero features)
     backend: str = "chunked"  # causal op backend: chunked (torch) | fla (CUDA, extra longrec[gpu]) | naive
+    local: int = 0  # > 0: add a causal depthwise conv of this width over V (the last `local` positions) to the
+    #                 attention output; an ablation (docs/RESULTS.md), not in the paper. 0: the paper's mixer
 
 
 class LinRecMixer(nn.Module):
@@ -34,18 +36,23 @@ class LinRecMixer(nn.Module):
             phi(K)^2_{m,j}: plain causal linear attention with a rescaled query, equal to the paper form at t = n.
     token:  K^_m = phi(K_m) / |phi(K_m)| per row, y = Q^ (K^.T V) (official code, no 1/sqrt(n)), or its prefix sums.
     Both reduce to a query q' reading S = sum_m k_m v_m^T; step state: S [B,H,d,d], c2 = sum k^2 [B,H,d], n [B].
+    local = w > 0 adds sum_{i<w} a_i * V_{t-i} per channel before the output projection (pads are zeros in the
+    window); the step state then also keeps the last w-1 values, v [B,D,w-1].
     """
 
     def __init__(self, dim: int, heads: int, dropout: float, cfg: LinRecConfig) -> None:
         super().__init__()  # dropout: no attention matrix to drop from; the block drops the mixer output
         if cfg.norm not in NORMS:
             raise ConfigError(f"config: 'model.mixer_args.norm' must be one of {', '.join(NORMS)}, got {cfg.norm!r}")
+        if cfg.local < 0:
+            raise ConfigError(f"config: 'model.mixer_args.local' must be >= 0 (0 = off), got {cfg.local}")
         self.causal = cfg.causal
         self.heads = heads
         self.cfg = cfg
         self.backend = op_backend(cfg.backend)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
+        self.local = nn.Conv1d(dim, dim, cfg.local, groups=dim, bias=False) if cfg.local else None
 
     def _norm(self, x: Tensor) -> Tensor:
         """L2 norm over the last axis, [..., 1] (1 without l2)."""
@@ -81,9 +88,15 @@ class LinRecMixer(nn.Module):
             n = mask.sum(-1)[:, None, None, None]  # (B, 1, 1, 1)
             q = self._query(q, k.square().sum(2, keepdim=True), n)
             o, S = q @ (k.transpose(-1, -2) @ v), None  # (B, H, N, d)
-        y = self.out(o.transpose(1, 2).reshape(B, N, D)) * mask[..., None]
+        o = o.transpose(1, 2).reshape(B, N, D)
         state = {"S": S, "c2": k.square().sum(2), "n": mask.sum(-1)} if S is not None else None
-        return y, state
+        if self.local is not None:
+            vs = (v.transpose(1, 2).reshape(B, N, D) * mask[..., None]).transpose(1, 2)  # (B, D, N), pads zero
+            window = F.pad(vs, (self.local.kernel_size[0] - 1, 0))  # (B, D, w-1+N)
+            o = o + self.local(window).transpose(1, 2)
+            if state is not None:
+                state["v"] = window[..., N:]  # (B, D, w-1): the last w-1 positions
+        return self.out(o) * mask[..., None], state
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         return self._attend(x, mask, final=False)[0]
@@ -114,7 +127,10 @@ class LinRecMixer(nn.Module):
             return None
         D, H = self.out.in_features, self.heads
         zeros = torch.zeros(batch, H, D // H, D // H, device=device, dtype=self.out.weight.dtype)
-        return {"S": zeros, "c2": zeros[..., 0].clone(), "n": torch.zeros(batch, dtype=torch.long, device=device)}
+        state = {"S": zeros, "c2": zeros[..., 0].clone(), "n": torch.zeros(batch, dtype=torch.long, device=device)}
+        if self.local is not None:
+            state["v"] = zeros.new_zeros(batch, D, self.local.kernel_size[0] - 1)
+        return state
 
     def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
         B, D = x_t.shape
@@ -123,7 +139,12 @@ class LinRecMixer(nn.Module):
         q = self._query(q, c2, n[:, None, None])
         o, S = causal_linear_attn(q[:, :, None], k[:, :, None], v[:, :, None], state["S"], True, self.backend)
         assert S is not None
-        return self.out(o.reshape(B, D)), {"S": S, "c2": c2, "n": n}
+        o, new = o.reshape(B, D), {"S": S, "c2": c2, "n": n}
+        if self.local is not None:
+            window = torch.cat([state["v"], v.reshape(B, D, 1)], dim=-1)  # (B, D, w)
+            o = o + self.local(window)[..., 0]
+            new["v"] = window[..., 1:]
+        return self.out(o), new
 
 
 MIXERS.register("linrec", LinRecMixer, LinRecConfig)
