@@ -30,7 +30,9 @@ def variants() -> list[tuple[str, dict]]:
 
 
 VARIANTS = variants()
-IDS = [f"{n}-{'causal' if a.get('causal', True) else 'global'}{'-local' if a.get('local') else ''}" for n, a in VARIANTS]
+IDS = [
+    f"{n}-{'causal' if a.get('causal', True) else 'global'}{'-local' if a.get('local') else ''}" for n, a in VARIANTS
+]
 
 
 def make(name: str, args: dict) -> torch.nn.Module:
