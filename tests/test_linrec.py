@@ -72,10 +72,30 @@ def test_global_linrec_equals_its_reference_on_the_real_rows(
         assert (y[i, : N - L] == 0).all()
 
 
+def test_local_branch_adds_a_causal_depthwise_conv_over_the_values() -> None:
+    """local = w: the paper form plus out-projected sum_{i<w} a_i * v_{t-i} over each row's real events alone."""
+    w = 3
+    m, plain = make("linrec", causal=False, local=w, eps=1e-300), make("linrec", causal=False, eps=1e-300)
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("local.")})
+    x, mask = batch()
+    y = m(x, mask)
+    a = m.local.weight[:, 0]  # (D, w): tap w-1-i multiplies v_{t-i}
+    for i, L in enumerate(LENGTHS):
+        v = m.qkv(x[i, N - L :]).chunk(3, -1)[2]  # (L, D)
+        conv = torch.stack([sum(a[:, w - 1 - j] * v[t - j] for j in range(min(w, t + 1))) for t in range(L)])
+        torch.testing.assert_close(y[i, N - L :], paper_reference(plain, x[i, N - L :]) + conv @ m.out.weight.T, **FP64)
+        assert (y[i, : N - L] == 0).all()
+
+
 @pytest.mark.parametrize("norm", ["paper", "token"])
-@pytest.mark.parametrize(("l2", "elu"), [(True, True), (False, True), (True, False)], ids=["full", "no-l2", "no-elu"])
-def test_causal_linrec_at_each_position_is_the_global_form_on_the_prefix(norm: str, l2: bool, elu: bool) -> None:
-    cfg = {"norm": norm, "l2": l2, "elu": elu}
+@pytest.mark.parametrize(
+    ("l2", "elu", "local"), [(True, True, 0), (False, True, 0), (True, False, 0), (True, True, 3)],
+    ids=["full", "no-l2", "no-elu", "local"],
+)
+def test_causal_linrec_at_each_position_is_the_global_form_on_the_prefix(
+    norm: str, l2: bool, elu: bool, local: int
+) -> None:
+    cfg = {"norm": norm, "l2": l2, "elu": elu, "local": local}
     causal, glob = make("linrec", causal=True, **cfg), make("linrec", causal=False, **cfg)
     x, mask = batch()
     y = causal(x, mask)
@@ -139,7 +159,7 @@ def test_linrec_variants_keep_the_mixer_contract(args: dict, causal: bool) -> No
         contract.test_prefill_then_step_equals_forward("linrec", args)
 
 
-@pytest.mark.parametrize(("field", "value"), [("norm", "column"), ("backend", "cuda")])
+@pytest.mark.parametrize(("field", "value"), [("norm", "column"), ("backend", "cuda"), ("local", -1)])
 def test_bad_linrec_options_name_the_key(field: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"model.mixer_args.{field}"):
         build_mixer("linrec", D, H, 0.0, {field: value})
