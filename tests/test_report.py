@@ -63,6 +63,13 @@ def test_target_column_is_the_time_until_the_valid_metric_first_reached_it(tmp_p
     assert out[0].endswith("| min to valid ≥ 0.12 |") and out[2].endswith("| 2.5 |")  # (60 + 90) s
     assert table([tmp_path / "r"], target=0.2).splitlines()[2].endswith("| not reached |")
     assert table([tmp_path / "r"], target=0.16).splitlines()[2].endswith("| 5.0 |")
+    with (tmp_path / "r" / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 5, "seconds": 60.0, "valid": {"ndcg@1\n')  # a run killed mid-write
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl:5: not JSON"):
+        table([tmp_path / "r"], target=0.12)
+    (tmp_path / "r" / "metrics.jsonl").unlink()
+    with pytest.raises(CheckpointError, match="metrics.jsonl: missing"):
+        table([tmp_path / "r"], target=0.12)
 
 
 def test_objective_labels_and_a_missing_run(tmp_path):

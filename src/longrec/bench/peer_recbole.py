@@ -34,7 +34,7 @@ import longrec
 from longrec.bench.memory import peak_rss_mib, rss_mib
 from longrec.config import ExperimentConfig, load_config
 from longrec.errors import ConfigError, DataError
-from longrec.train.report import time_to
+from longrec.train.report import read_epochs, time_to
 
 PIP_STEPS = (
     ["torch==2.13.0"],  # first and pinned: the CPU wheel on local disk; a loose pin pulls a multi-GB CUDA build
@@ -252,12 +252,11 @@ def _full(trainer: Any, train_data: Any, peer: PeerConfig, evaluate: Any, log: P
 
 def longrec_side(run: Path) -> dict[str, Any]:
     """Per-epoch valid NDCG@10 and seconds of a longrec run directory, with its device and peak RSS if finished."""
-    lines = (run / "metrics.jsonl").read_text().splitlines()
     res = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
     cfg = load_config(str(run / "config.yaml"))
     return {"run": str(run), "finished": bool(res), "batch": cfg.train.batch_size,
             "device": res.get("device", f"{cfg.train.device}, train.threads={cfg.train.threads}"),
-            "peak_rss_mib": res.get("peak_memory", {}).get("cpu_rss_mib"), "epochs": [json.loads(x) for x in lines]}
+            "peak_rss_mib": res.get("peak_memory", {}).get("cpu_rss_mib"), "epochs": read_epochs(run)}
 
 
 def _curve(epochs: list[dict[str, Any]], rows: int, targets: int, target: float | None) -> dict[str, str]:

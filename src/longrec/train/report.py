@@ -56,12 +56,27 @@ def time_to(epochs: list[dict[str, Any]], target: float, metric: str = "ndcg@10"
     return next((t for t, e in done if e["valid"][metric] >= target), None)
 
 
-def _minutes_to(run_dir: Path, res: dict[str, Any], target: float) -> str:
+def read_epochs(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's metrics.jsonl records, in order; a missing file or a line that is not a JSON object names itself."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
-        raise CheckpointError(f"{path}: missing (needed for the time to a target)")
-    epochs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    reached = time_to(epochs, target, res["config"]["eval"]["metric"])
+        raise CheckpointError(f"{path}: missing (a run writes one record per epoch there)")
+    epochs = []
+    for no, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}:{no}: not JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{path}:{no}: expected a JSON object per line")
+        epochs.append(record)
+    return epochs
+
+
+def _minutes_to(run_dir: Path, res: dict[str, Any], target: float) -> str:
+    reached = time_to(read_epochs(run_dir), target, res["config"]["eval"]["metric"])
     return "not reached" if reached is None else f"{reached / 60:.1f}"
 
 
