@@ -46,6 +46,7 @@ PAPER=(train.batch_size=2048 data.name=ml-1m)  # RecBole's default batch for las
 train ml-1m-sasrec configs/ml-1m-sasrec.yaml
 train ml-1m-lrurec configs/ml-1m-lrurec.yaml train.patience=20
 train ml-1m-causal-linrec configs/ml-1m-causal-linrec.yaml
+train ml-1m-causal-linrec-local configs/ml-1m-causal-linrec-local.yaml
 train ml-1m-recgrela-causal configs/ml-1m-recgrela-causal.yaml
 train ml-1m-linrec-sasrec linrec-sasrec "${PAPER[@]}"
 # end to end (BENCHMARKS "End to end"): the same networks trained on every prefix instead of every position
@@ -93,7 +94,7 @@ done
 group() { local out=$1; shift; (cd "$RUNS" && tar czf "$out" --exclude last.safetensors --exclude 'optim*' \
   $(for n in "$@"; do [ -d "$n" ] && echo "$n" "$n.log"; done)); }
 group "$OUT/runs-a.tgz" ml-1m-sasrec ml-1m-linrec-sasrec ml-1m-linrec-sasrec-no-l2 ml-1m-linrec-sasrec-no-elu \
-  ml-1m-causal-linrec ml-1m-lrurec ml-1m-recgrela-causal
+  ml-1m-causal-linrec ml-1m-causal-linrec-local ml-1m-lrurec ml-1m-recgrela-causal
 group "$OUT/runs-b.tgz" ml-1m-lt-sasrec ml-1m-ea-sasrec ml-1m-hydrarec ml-1m-hydrarec-causal ml-1m-recgrela \
   ml-1m-sasrec-sampled-uniform ml-1m-sasrec-gbce
 group "$OUT/runs-c.tgz" beauty-lrurec beauty-sasrec ml-1m-sasrec-prefix ml-1m-causal-linrec-prefix

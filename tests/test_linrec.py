@@ -199,6 +199,7 @@ def test_linear_and_hydra_equal_their_formulas(
 PRESETS = {  # preset -> (mixer, causal)
     "linrec-sasrec": ("linrec", False),
     "causal-linrec": ("linrec", True),
+    "causal-linrec-local": ("linrec", True),
     "lt-sasrec": ("linear", True),
     "hydrarec": ("hydra", False),
     "hydrarec-causal": ("hydra", True),

@@ -30,6 +30,7 @@ CAUSAL = [
     "sasrec",
     "gru4rec",
     "causal-linrec",
+    "causal-linrec-local",
     "lt-sasrec",
     "hydrarec-causal",
     "lrurec",
