@@ -68,6 +68,18 @@ def test_resume_refuses_another_config_and_fresh_runs_refuse_an_existing_dir(log
         fit(load_config("gru4rec", tiny(log, "train.epochs=1")), tmp_path / "r")
 
 
+def test_a_run_saved_before_a_config_field_existed_still_resumes(log: Path, tmp_path: Path) -> None:
+    fit(load_config("gru4rec", tiny(log, "train.epochs=1")), tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "model.json").read_text())
+    del meta["config"]["model"]["tie_output"]  # as written by the code before model.tie_output (default true)
+    (tmp_path / "r" / "model.json").write_text(json.dumps(meta))
+    resumed = fit(load_config("gru4rec", tiny(log, "train.epochs=2")), tmp_path / "r", resume=True)
+    assert [s["after_epoch"] for s in resumed["segments"]] == [0, 1]
+    with pytest.raises(CheckpointError, match=r"another config \(model.dim, train.lr differ\)"):
+        fit(load_config("gru4rec", tiny(log, "train.epochs=3", "train.lr=0.5", "model.dim=8")), tmp_path / "r",
+            resume=True)
+
+
 def test_same_seed_same_results_other_seed_other_results(log: Path, tmp_path: Path) -> None:
     r1 = fit(load_config("sasrec", tiny(log, "train.epochs=1")), tmp_path / "s1")
     r2 = fit(load_config("sasrec", tiny(log, "train.epochs=1")), tmp_path / "s2")

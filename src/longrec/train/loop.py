@@ -17,13 +17,13 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from longrec.config import ExperimentConfig, TrainConfig, to_dict
+from longrec.config import ExperimentConfig, TrainConfig, config_from_dict, to_dict
 from longrec.data.datasets import load_corpus
 from longrec.data.loader import Batch, last_item_batches, masked_item_batches, next_item_batches, train_item_counts
 from longrec.data.readers import Columns
 from longrec.data.split import Splits, make_splits
 from longrec.data.stream import load_large_corpus
-from longrec.errors import CheckpointError
+from longrec.errors import CheckpointError, ConfigError
 from longrec.metrics import format_table
 from longrec.model.encoder import SeqEncoder, build_model, describe, mask_token
 from longrec.train.checkpoint import (
@@ -108,15 +108,30 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
 RESUMABLE_CHANGES = ("epochs", "patience", "time_budget_min")
 
 
+def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts (a key missing on one side included)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [] if a == b else [prefix or "(root)"]
+    return [k for key in sorted(set(a) | set(b), key=str)
+            for k in _changed_keys(a.get(key, "<unset>"), b.get(key, "<unset>"), f"{prefix}{key}" if not prefix
+                                   else f"{prefix}.{key}")]
+
+
 def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits, write: bool = True) -> None:
     """Check that the run may start (every rank checks, so all fail alike); the writing rank lays out the files."""
     if resume:
-        saved, now = read_json(run_dir / "model.json")["config"], to_dict(cfg)
+        saved = read_json(run_dir / "model.json")["config"]
+        try:  # through the config class, so that a field added since the run started takes its default
+            saved = to_dict(config_from_dict(saved))
+        except ConfigError as e:
+            raise CheckpointError(f"{run_dir}/model.json: invalid saved config ({e})") from None
+        now = to_dict(cfg)
         for key in RESUMABLE_CHANGES:  # a resumed run may be extended, nothing else
             saved["train"].pop(key, None), now["train"].pop(key, None)
-        if saved != now:
-            raise CheckpointError(f"{run_dir}/model.json: the run was started with another config; resume with it "
-                                  f"(only train.{', train.'.join(RESUMABLE_CHANGES)} may change)")
+        if changed := _changed_keys(saved, now):
+            raise CheckpointError(f"{run_dir}/model.json: the run was started with another config ({', '.join(changed)}"
+                                  f" differ); resume with it (only train.{', train.'.join(RESUMABLE_CHANGES)} may "
+                                  "change)")
         return
     if (run_dir / "trainer.json").exists():
         raise CheckpointError(f"{run_dir}: a run already exists there; pass --resume or choose another --run-dir")
