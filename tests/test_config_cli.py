@@ -118,6 +118,8 @@ def test_overrides_are_coerced_to_the_field_types() -> None:
         (["data.split=random"], ["'data.split' must be one of loo, temporal"]),
         (["eval.sampled=all"], ["'eval.sampled' must be one of none, uniform, popularity"]),
         (["model.dim=0"], ["'model.dim' must be positive"]),
+        (["train.bucket=-1"], ["'train.bucket' must be >= 0, got -1"]),
+        (["train.cuts=-2"], ["'train.cuts' must be >= 0, got -2"]),
         (["model.dim=10", "model.heads=3"], ["'model.dim' (10) must be divisible by 'model.heads' (3)"]),
         (["model.dropout=1.0"], ["'model.dropout' must be in [0, 1)"]),
         (["eval.metric=ndcg@7"], ["'eval.metric'", "ndcg@7"]),

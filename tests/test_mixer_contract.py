@@ -7,8 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from longrec.config import load_config, preset_names
 from longrec.mixers import MIXERS, build_mixer
 from longrec.mixers.base import prefill
+from longrec.model.encoder import build_model
 
 D, H = 12, 2
 
@@ -112,3 +114,23 @@ def test_prefill_then_step_equals_forward(name: str, args: dict) -> None:
         torch.testing.assert_close(y_t, full[:, t], rtol=1e-9, atol=1e-9)
     if name != "softmax":  # linear and recurrent mixers keep a constant-size state; softmax grows its KV cache
         assert {k: v.numel() for k, v in state.items()} == sizes
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_ignores_columns_padded_in_every_row(preset: str) -> None:
+    """The whole encoder (embeddings, positions, every block) gives the same outputs with the columns that are
+    padding in every row cut off, as the loader's batches have them."""
+    cfg = load_config(preset)
+    torch.manual_seed(0)
+    enc = build_model(30, dataclasses.replace(cfg.model, max_len=12), cfg.train).double().eval()
+    lengths, cut = [7, 3, 5], 5
+    g = torch.Generator().manual_seed(2)
+    items = torch.zeros(3, 12, dtype=torch.int64)
+    for i, L in enumerate(lengths):
+        items[i, 12 - L :] = torch.randint(1, 31, (L,), generator=g)
+    mask = items > 0
+    assert not mask[:, :cut].any()
+    with torch.no_grad():
+        y, y_cut = enc(items, mask), enc(items[:, cut:], mask[:, cut:])
+    torch.testing.assert_close(y_cut, y[:, cut:], rtol=1e-9, atol=1e-9)
+    assert y[mask].abs().sum() > 0

@@ -108,10 +108,13 @@ def test_next_item_batch_by_hand() -> None:
     (b,) = list(next_item_batches(s, 3, 8, np.random.default_rng(0)))
     assert b.items.tolist() == [[2, 3, 4]] and b.targets.tolist() == [[3, 4, 5]] and b.users.tolist() == [0]
     assert b.mask.tolist() == [[True, True, True]]
+    (b,) = list(next_item_batches(s, 8, 8, np.random.default_rng(0)))  # columns padded in every row are cut
+    assert b.items.tolist() == [[1, 2, 3, 4]] and b.targets.tolist() == [[2, 3, 4, 5]]
+    s = leave_one_out(make_corpus([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12]]))
     (b,) = list(next_item_batches(s, 8, 8, np.random.default_rng(0)))
-    assert b.items.tolist() == [[0, 0, 0, 0, 1, 2, 3, 4]]
-    assert b.targets.tolist() == [[0, 0, 0, 0, 2, 3, 4, 5]]
-    assert b.mask.tolist() == [[False] * 4 + [True] * 4]
+    got = sorted(zip(b.items.tolist(), b.targets.tolist(), b.mask.tolist(), strict=True))
+    assert got == [([0, 0, 8, 9], [0, 0, 9, 10], [False, False, True, True]),
+                   ([1, 2, 3, 4], [2, 3, 4, 5], [True] * 4)]
     assert b.items.dtype == b.targets.dtype == b.users.dtype == torch.int64 and b.mask.dtype == torch.bool
 
 
@@ -181,6 +184,35 @@ def test_targets_are_inputs_shifted_by_one() -> None:
             if window == "last":
                 last = corpus.items[corpus.offsets[u] + s.train_ends[u] - 1]
                 assert b.targets[:, -1].tolist() == last.tolist()
+
+
+BUCKET_MAKERS = {
+    "next_item": lambda s, b: next_item_batches(s, 60, 16, np.random.default_rng(5), "last", b),
+    "last_item": lambda s, b: last_item_batches(s, 60, 16, np.random.default_rng(5), 0, b),
+    "masked_item": lambda s, b: masked_item_batches(s, 60, 16, np.random.default_rng(5), 0.2, 41, "last", b),
+}
+
+
+@pytest.mark.parametrize("objective", list(BUCKET_MAKERS))
+def test_length_buckets_keep_the_rows_and_cut_the_padding(objective: str) -> None:
+    s = leave_one_out(synthetic())  # lengths 1..60: random batches of 16 nearly always hold a long row
+    plain, bucketed = (list(BUCKET_MAKERS[objective](s, b)) for b in (0, 8))
+    for batches in (plain, bucketed):
+        assert all(b.mask[:, 0].any() for b in batches)  # no column is padding in every row
+        assert sorted(len(b.users) for b in batches)[1:] == [16] * (len(batches) - 1)  # one short batch at most
+
+    def real_rows(batches: list[Batch]) -> list[tuple]:
+        """Each row without its padding (masked_item draws its masks in batch order: only users and lengths)."""
+        if objective == "masked_item":
+            return sorted((int(u), int(m.sum())) for b in batches for u, m in zip(b.users, b.mask, strict=True))
+        return sorted((int(b.users[i]), tuple(b.items[i][b.mask[i]].tolist()), tuple(b.targets[i][b.mask[i]].tolist()))
+                      for b in batches for i in range(len(b.users)))
+
+    assert real_rows(bucketed) == real_rows(plain)
+    cells = [sum(b.items.numel() for b in batches) for batches in (plain, bucketed)]
+    assert cells[1] < 0.75 * cells[0], cells  # like lengths share a batch, so more padding is cut
+    # bucket = 0 keeps the random batches of before: consecutive rows of the shuffled order
+    assert [b.users.tolist() for b in plain] == [b.users.tolist() for b in BUCKET_MAKERS[objective](s, 0)]
 
 
 # ---------------------------------------------------------------- leakage, by position

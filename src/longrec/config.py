@@ -55,6 +55,7 @@ class TrainConfig:
     mask_prob: float = 0.2  # masked_item: share of positions masked
     cuts: int = 0  # last_item: random prefixes per user per epoch; 0 = every prefix
     window: str = "last"  # last: the newest max_len+1 events | random: a random window each epoch
+    bucket: int = 0  # batch rows of like length: sort pools of this many batches by window length; 0 = random batches
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -260,6 +261,9 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.model.dim % cfg.model.heads:
         raise ConfigError(f"config: 'model.dim' ({cfg.model.dim}) must be divisible by 'model.heads' "
                           f"({cfg.model.heads})")
+    for path, v in {"train.cuts": cfg.train.cuts, "train.bucket": cfg.train.bucket}.items():
+        if v < 0:
+            raise ConfigError(f"config: '{path}' must be >= 0, got {v}")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"config: 'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
     if not 0.0 < cfg.train.mask_prob < 1.0:

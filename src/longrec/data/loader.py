@@ -16,7 +16,8 @@ from longrec.data.split import EvalSet, Splits
 @dataclass(frozen=True)
 class Batch:
     """items [B,N] int64 left-padded (0 = PAD); mask [B,N] bool (True = real event);
-    targets [B,N] int64 (0 = no target at that position); users [B] int64 (corpus user index)."""
+    targets [B,N] int64 (0 = no target at that position); users [B] int64 (corpus user index).
+    N is the longest row's window (at most the model's max_len): columns that are padding in every row are cut."""
 
     items: Tensor
     mask: Tensor
@@ -41,26 +42,46 @@ def collate(corpus: Corpus, users: np.ndarray, starts: np.ndarray, ends: np.ndar
 
 
 def _batch(items: np.ndarray, targets: np.ndarray, users: np.ndarray) -> Batch:
-    it = torch.from_numpy(items)
+    # a column that is padding in every row changes no output (positions count from the first real event, and
+    # every mixer is padding-invariant: DESIGN §3), so it is cut: short windows cost their length, not max_len
+    real = (items > 0).any(0)
+    first = int(real.argmax()) if real.any() else 0
+    it = torch.from_numpy(np.ascontiguousarray(items[:, first:]))
+    targets = np.ascontiguousarray(targets[:, first:])
     mask = it > 0
     tg = torch.from_numpy(targets) * mask
     return Batch(it, mask, tg, torch.from_numpy(users.astype(np.int64)))
 
 
+def batch_rows(lengths: np.ndarray, batch_size: int, bucket: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indices of each batch over rows already in random order. bucket = 0: consecutive slices (random
+    batches). bucket = k > 0: each pool of k batches' rows is sorted by window length before slicing and the
+    batches are then shuffled, so rows of like length share a batch and the padding cut by _batch grows."""
+    idx = np.arange(len(lengths))
+    if bucket <= 0:
+        return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+    pool = bucket * batch_size
+    out: list[np.ndarray] = []
+    for i in range(0, len(idx), pool):
+        p = idx[i : i + pool][np.argsort(lengths[i : i + pool], kind="stable")]
+        out += [p[j : j + batch_size] for j in range(0, len(p), batch_size)]
+    return [out[k] for k in rng.permutation(len(out))]
+
+
 def next_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator,
-                      window: str = "last") -> Iterator[Batch]:
+                      window: str = "last", bucket: int = 0) -> Iterator[Batch]:
     """Every real position predicts the next event of the training sequence (causal mixers)."""
     te = splits.train_ends
     users = rng.permutation(np.flatnonzero(te >= 2))
     ends = te[users] if window == "last" else rng.integers(2, te[users] + 1)
-    for i in range(0, len(users), batch_size):
-        u, e = users[i : i + batch_size], ends[i : i + batch_size]
+    for rows in batch_rows(np.minimum(ends, n + 1), batch_size, bucket, rng):
+        u, e = users[rows], ends[rows]
         arr = collate(splits.corpus, u, np.maximum(e - n - 1, 0), e, n + 1)
         yield _batch(arr[:, :-1], arr[:, 1:], u)
 
 
 def last_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator,
-                      cuts: int = 0) -> Iterator[Batch]:
+                      cuts: int = 0, bucket: int = 0) -> Iterator[Batch]:
     """Prefix training: each row is a cut c of a training sequence; only its last position predicts seq[c].
     cuts=0 uses every prefix (the LinRec/RecGRELA protocol), cuts=k draws k random cuts per user."""
     te = splits.train_ends
@@ -75,8 +96,8 @@ def last_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Ge
     order = rng.permutation(len(users))
     users, ends = users[order], ends[order]
     off = splits.corpus.offsets
-    for i in range(0, len(users), batch_size):
-        u, c = users[i : i + batch_size], ends[i : i + batch_size]
+    for rows in batch_rows(np.minimum(ends, n), batch_size, bucket, rng):
+        u, c = users[rows], ends[rows]
         items = collate(splits.corpus, u, np.maximum(c - n, 0), c, n)
         targets = np.zeros_like(items)
         targets[:, -1] = splits.corpus.items[off[u] + c]
@@ -84,13 +105,13 @@ def last_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Ge
 
 
 def masked_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator, mask_prob: float,
-                        mask_token: int, window: str = "last") -> Iterator[Batch]:
+                        mask_token: int, window: str = "last", bucket: int = 0) -> Iterator[Batch]:
     """BERT4Rec cloze: a share of real positions is replaced by the mask token and predicted."""
     te = splits.train_ends
     users = rng.permutation(np.flatnonzero(te >= 1))
     ends = te[users] if window == "last" else rng.integers(1, te[users] + 1)
-    for i in range(0, len(users), batch_size):
-        u, e = users[i : i + batch_size], ends[i : i + batch_size]
+    for rows in batch_rows(np.minimum(ends, n), batch_size, bucket, rng):
+        u, e = users[rows], ends[rows]
         items = collate(splits.corpus, u, np.maximum(e - n, 0), e, n)
         real = items > 0
         hide = real & (rng.random(items.shape) < mask_prob)

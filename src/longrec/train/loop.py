@@ -85,9 +85,9 @@ def make_optimizer(model: SeqEncoder, train: TrainConfig) -> torch.optim.Optimiz
 def epoch_batches(cfg: ExperimentConfig, splits: Splits, rng: np.random.Generator, mtok: int) -> Iterator[Batch]:
     t, n, bs = cfg.train, cfg.model.max_len, cfg.train.batch_size
     makers: dict[str, Callable[[], Iterator[Batch]]] = {
-        "next_item": lambda: next_item_batches(splits, n, bs, rng, t.window),
-        "last_item": lambda: last_item_batches(splits, n, bs, rng, t.cuts),
-        "masked_item": lambda: masked_item_batches(splits, n, bs, rng, t.mask_prob, mtok, t.window),
+        "next_item": lambda: next_item_batches(splits, n, bs, rng, t.window, t.bucket),
+        "last_item": lambda: last_item_batches(splits, n, bs, rng, t.cuts, t.bucket),
+        "masked_item": lambda: masked_item_batches(splits, n, bs, rng, t.mask_prob, mtok, t.window, t.bucket),
     }
     return makers[t.objective]()
 
