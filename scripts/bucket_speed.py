@@ -25,8 +25,8 @@ from longrec.config import ExperimentConfig, load_config
 from longrec.data.loader import train_item_counts
 from longrec.data.split import Splits
 from longrec.model.encoder import build_model, mask_token
-from longrec.train.loop import epoch_batches, load_data, make_optimizer
-from longrec.train.objective import batch_loss, make_loss
+from longrec.train.loop import epoch_batches, load_data, make_optimizer, train_step
+from longrec.train.objective import make_loss
 
 
 def cells(cfg: ExperimentConfig, splits: Splits, mtok: int) -> tuple[int, int, int]:
@@ -60,8 +60,8 @@ def main() -> None:
         print(f"| {b} | {nb} | {rows} | {total} | {total / (rows * cfg.model.max_len):.3f} |")
 
     counts = torch.from_numpy(train_item_counts(splits))
-    print(f"\ntraining steps (forward, backward, clip, AdamW) on the first {args.batches} batches of epoch 1, "
-          "seconds, and cells of those batches:")
+    print(f"\ntraining steps (the trainer's train_step: forward, backward, clip, AdamW) on the first "
+          f"{args.batches} batches of epoch 1, seconds, and cells of those batches:")
     print(f"\n| pair | bucket 0 | bucket {args.bucket} | ratio | cells ratio |\n|---|---|---|---|---|")
     for r in range(args.repeats):
         secs, used = {}, {}
@@ -74,11 +74,7 @@ def main() -> None:
             batches = list(itertools.islice(it, args.batches))
             t0 = time.perf_counter()
             for batch in batches:
-                loss = batch_loss(model, model.item_table(), batch, loss_fn, None)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), c.train.grad_clip)
-                opt.step()
+                train_step(model, model, opt, c.train, batch, loss_fn, torch.device("cpu"))
             secs[b], used[b] = time.perf_counter() - t0, sum(x.items.numel() for x in batches)
         print(f"| {r + 1} | {secs[0]:.1f} | {secs[args.bucket]:.1f} | {secs[0] / secs[args.bucket]:.2f} | "
               f"{used[args.bucket] / used[0]:.3f} |")

@@ -211,7 +211,7 @@ def test_length_buckets_keep_the_rows_and_cut_the_padding(objective: str) -> Non
     assert real_rows(bucketed) == real_rows(plain)
     cells = [sum(b.items.numel() for b in batches) for batches in (plain, bucketed)]
     assert cells[1] < 0.75 * cells[0], cells  # like lengths share a batch, so more padding is cut
-    # bucket = 0 keeps the random batches of before: consecutive rows of the shuffled order
+    # bucket = 0: the same batches again for the same seed
     assert [b.users.tolist() for b in plain] == [b.users.tolist() for b in BUCKET_MAKERS[objective](s, 0)]
 
 

@@ -44,13 +44,11 @@ def collate(corpus: Corpus, users: np.ndarray, starts: np.ndarray, ends: np.ndar
 def _batch(items: np.ndarray, targets: np.ndarray, users: np.ndarray) -> Batch:
     # a column that is padding in every row changes no output (positions count from the first real event, and
     # every mixer is padding-invariant: DESIGN §3), so it is cut: short windows cost their length, not max_len
-    real = (items > 0).any(0)
-    first = int(real.argmax()) if real.any() else 0
-    it = torch.from_numpy(np.ascontiguousarray(items[:, first:]))
-    targets = np.ascontiguousarray(targets[:, first:])
-    mask = it > 0
-    tg = torch.from_numpy(targets) * mask
-    return Batch(it, mask, tg, torch.from_numpy(users.astype(np.int64)))
+    real = items > 0
+    used = real.any(0)
+    first = int(used.argmax()) if used.any() else 0
+    it, tg, mask = (torch.from_numpy(np.ascontiguousarray(a[:, first:])) for a in (items, targets, real))
+    return Batch(it, mask, tg * mask, torch.from_numpy(users.astype(np.int64)))
 
 
 def batch_rows(lengths: np.ndarray, batch_size: int, bucket: int, rng: np.random.Generator) -> list[np.ndarray]:

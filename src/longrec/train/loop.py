@@ -228,6 +228,20 @@ def _save_epoch(run_dir: Path, model: SeqEncoder, opt: torch.optim.Optimizer, pr
         f.write(json.dumps(record) + "\n")
 
 
+def train_step(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimizer, train: TrainConfig, batch: Batch,
+               loss_fn: LossFn, device: torch.device, weight: float = 1.0, gen: torch.Generator | None = None) -> float:
+    """One optimiser step on `batch` (its loss scaled by `weight`, gradients clipped); returns the unscaled loss."""
+    b = batch.to(device)
+    with _autocast(device, train.bf16):
+        loss = batch_loss(net, model.item_table(), b, loss_fn, gen)
+    opt.zero_grad(set_to_none=True)
+    (loss * weight).backward()
+    if train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+    opt.step()
+    return loss.item()
+
+
 def train_epoch(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimizer, cfg: ExperimentConfig,
                 splits: Splits, epoch: int, mtok: int, device: torch.device, n_batches: int, loss_fn: LossFn,
                 d: Dist = SINGLE) -> float:
@@ -244,15 +258,8 @@ def train_epoch(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimi
                leave=False, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr, disable=not d.main)
     for batch in bar:
         part, weight = shard(batch, d)
-        b = part.to(device)
-        with _autocast(device, cfg.train.bf16):
-            loss = batch_loss(net, model.item_table(), b, loss_fn, gen)
-        opt.zero_grad(set_to_none=True)
-        (loss * weight).backward()
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        total, count, seqs = total + loss.item() * weight, count + 1, seqs + len(batch.users)
+        loss = train_step(net, model, opt, cfg.train, part, loss_fn, device, weight, gen)
+        total, count, seqs = total + loss * weight, count + 1, seqs + len(batch.users)
         bar.set_postfix(loss=f"{total / count:.4f}", seq_s=f"{seqs / (time.time() - t0):.0f}", refresh=False)
     bar.close()
     return mean_over_ranks(total, d, device) / max(count, 1)
