@@ -20,6 +20,7 @@ from longrec.data.loader import Batch
 from longrec.data.split import leave_one_out
 from longrec.errors import ConfigError
 from longrec.model.encoder import build_model
+from longrec.scoring import EncoderScorer
 from longrec.train.distributed import SINGLE, Dist, gather_rows, session, shard
 from longrec.train.evaluate import evaluate
 from longrec.train.loop import fit
@@ -96,7 +97,7 @@ def eval_ranks(d: Dist, item_chunk: int) -> np.ndarray:
     torch.manual_seed(0)
     model = build_model(30, ModelConfig(dim=8, max_len=10, dropout=0.0), TrainConfig())
     cfg = EvalConfig(batch_size=2, item_chunk=item_chunk)
-    res = evaluate(model, splits, splits.test, cfg, 0, torch.device("cpu"), dist=d)
+    res = evaluate(EncoderScorer(model), splits, splits.test, cfg, torch.device("cpu"), dist=d)
     assert res["users"] == 13
     return np.asarray(res["ranks"])
 

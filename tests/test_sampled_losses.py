@@ -17,7 +17,9 @@ from longrec.errors import ConfigError
 from longrec.losses import chunked_ce, full_ce, gbce, gbce_beta, sampled_bce, sampled_softmax, select
 from longrec.metrics import ranks_from_scores
 from longrec.model.encoder import build_model
-from longrec.train.evaluate import chunked_ranks, evaluate
+from longrec.scoring import EncoderScorer
+from longrec.scoring import ranks as score_ranks
+from longrec.train.evaluate import evaluate
 from longrec.train.loop import fit
 from longrec.train.objective import in_batch_sampler, make_loss, popularity_sampler, uniform_sampler
 from tests_helpers import synthetic_log
@@ -168,6 +170,22 @@ def test_config_checks_losses_and_samplers() -> None:
 # ---------------------------------------------------------------- chunked full-ranking evaluation
 
 
+class _TableScorer:
+    """A Scorer over a fixed table: the query is h [B,D] itself."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        self.table, self.num_items, self.max_len, self.mask_token = table, table.shape[0] - 1, 1, 0
+
+    def encode(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scores(self, query: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
+        return (query @ self.table[c0:c1].T).float()
+
+    def pick(self, query: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
 def test_chunked_ranks_equal_full_ranks_with_ties_history_and_nan() -> None:
     g = torch.Generator().manual_seed(0)
     B, items, D = 12, 50, 6
@@ -185,8 +203,9 @@ def test_chunked_ranks_equal_full_ranks_with_ties_history_and_nan() -> None:
     full[:, 0] = float("-inf")
     full[hist] = float("-inf")
     expected = ranks_from_scores(full, targets)
+    scorer = _TableScorer(table)
     for chunk in (1, 7, 16, 51, 1000):
-        assert chunked_ranks(h, table, targets, hist, chunk).tolist() == expected.tolist(), chunk
+        assert score_ranks(scorer, h, targets, hist, chunk).tolist() == expected.tolist(), chunk
     assert expected[4] == items + 1 and expected[5] == items + 1
 
 
@@ -199,13 +218,14 @@ def test_evaluate_in_item_chunks_gives_identical_metrics() -> None:
     splits = leave_one_out(corpus)
     torch.manual_seed(0)
     model = build_model(60, ModelConfig(dim=8, max_len=16, dropout=0.0), TrainConfig())
-    whole = evaluate(model, splits, splits.test, EvalConfig(batch_size=16), 0, torch.device("cpu"))
+    scorer = EncoderScorer(model)
+    whole = evaluate(scorer, splits, splits.test, EvalConfig(batch_size=16), torch.device("cpu"))
     for chunk in (9, 32):
-        parts = evaluate(model, splits, splits.test, EvalConfig(batch_size=16, item_chunk=chunk), 0,
+        parts = evaluate(scorer, splits, splits.test, EvalConfig(batch_size=16, item_chunk=chunk),
                          torch.device("cpu"))
         np.testing.assert_array_equal(parts["ranks"], whole["ranks"])
         assert parts["metrics"] == whole["metrics"]
-    sampled = [evaluate(model, splits, splits.test, EvalConfig(sampled="popularity", negatives=10, item_chunk=c), 0,
+    sampled = [evaluate(scorer, splits, splits.test, EvalConfig(sampled="popularity", negatives=10, item_chunk=c),
                         torch.device("cpu"), seed=3)["ranks"] for c in (9, 1 << 16)]  # candidates scored alone
     np.testing.assert_array_equal(sampled[0], sampled[1])
 

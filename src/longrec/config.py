@@ -43,6 +43,10 @@ class ModelConfig:
     pos: str = "learned"  # learned | none: absolute positions counted from the first real event
     norm_first: bool = True  # pre-LN blocks (False: post-LN, as LRURec)
     tie_output: bool = True  # score with the input item embeddings; False: a separate output table (gSASRec)
+    # a non-neural baseline (longrec.baselines: popularity | personal | repeat_last) instead of the encoder: it is
+    # counted, not trained, and reads the newest max_len events; "" = the neural encoder
+    baseline: str = ""
+    baseline_args: dict[str, Any] = field(default_factory=dict)  # validated against the baseline's config
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,11 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.train.loss == "gbce" and (cfg.train.sampler != "uniform" or not 0.0 <= cfg.train.gbce_t <= 1.0):
         raise ConfigError(f"config: train.loss=gbce needs train.sampler=uniform (its calibration assumes uniform "
                           f"negatives) and train.gbce_t in [0, 1], got {cfg.train.sampler!r}, {cfg.train.gbce_t}")
+    if cfg.model.baseline:
+        from longrec.baselines import BASELINES, baseline_config  # torch: imported only for baseline configs
+
+        BASELINES.get(cfg.model.baseline)  # an unknown name lists the known ones
+        baseline_config(cfg.model.baseline, cfg.model.baseline_args)
     name, _, k = cfg.eval.metric.partition("@")
     if name not in ("ndcg", "recall", "mrr") or not k.isdigit() or int(k) not in cfg.eval.ks:
         raise ConfigError(f"config: 'eval.metric' must be ndcg|recall|mrr@k with k in eval.ks, got {cfg.eval.metric!r}")

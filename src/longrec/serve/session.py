@@ -15,11 +15,13 @@ from longrec.data.corpus import Corpus
 from longrec.errors import ConfigError, LongrecError
 from longrec.mixers.base import MixerState
 from longrec.model.encoder import SeqEncoder, mask_token
+from longrec.scoring import EncoderScorer, banned_pairs, top_k
 from longrec.serve.store import EventKey, StateStore, UserRecord, open_store
 from longrec.serve.stream import STREAMERS, Streamer, StreamMode, encode_last, stream_mode
 from longrec.train.run import load_run
 
 MAX_LISTED = 5  # unknown ids named in one error message
+ITEM_CHUNK = 65536  # items scored at a time: a request's memory is O(batch x chunk), whatever the catalogue
 
 
 class ServeError(LongrecError):
@@ -103,6 +105,7 @@ class Recommender:
         if self.mode != StreamMode.NONE and not model.causal:
             raise ConfigError(f"model '{name}' has global (bidirectional) mixers: it cannot stream ({self.mode.value})")
         self.mask_token = mask_token_id
+        self.scorer = EncoderScorer(model, mask_token_id)
         self.item_ids: list[str] = [str(x) for x in corpus.item_ids.tolist()]
         self.item_index = {raw: i for i, raw in enumerate(self.item_ids) if i > 0}  # index 0 is PAD, never an item
         self.user_index = {str(raw): u for u, raw in enumerate(corpus.user_ids.tolist())}
@@ -217,12 +220,7 @@ class Recommender:
         """h [B,D] -> per row the k best items (PAD and the excluded indices never ranked), best first."""
         if k < 1:
             raise ServeError(f"k must be at least 1, got {k}")
-        scores = h.float() @ self.model.item_table().float().T  # [B, I+1]
-        scores[:, 0] = float("-inf")
-        for b, ex in enumerate(exclude):
-            if ex is not None and ex.numel():
-                scores[b, ex.to(self.device)] = float("-inf")
-        vals, idx = scores.topk(min(k, scores.shape[1] - 1), dim=-1)
+        vals, idx = top_k(self.scorer, h, k, banned_pairs(exclude, self.device), ITEM_CHUNK)
         return [
             [Scored(self.item_ids[i], v) for v, i in zip(vr, ir, strict=True) if not math.isinf(v)]
             for vr, ir in zip(vals.tolist(), idx.tolist(), strict=True)

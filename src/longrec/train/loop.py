@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
-from longrec.config import ExperimentConfig, TrainConfig, config_from_dict, to_dict
-from longrec.data.datasets import load_corpus
+from longrec.config import ExperimentConfig, TrainConfig
 from longrec.data.loader import Batch, last_item_batches, masked_item_batches, next_item_batches, train_item_counts
-from longrec.data.readers import Columns
-from longrec.data.split import Splits, make_splits
-from longrec.data.stream import load_large_corpus
-from longrec.errors import CheckpointError, ConfigError
-from longrec.metrics import format_table
+from longrec.data.split import Splits
 from longrec.model.encoder import SeqEncoder, build_model, describe, mask_token
+from longrec.scoring import EncoderScorer
+from longrec.train.baseline import fit_baseline
 from longrec.train.checkpoint import (
     load_model_weights,
     load_optimizer,
@@ -38,37 +33,11 @@ from longrec.train.checkpoint import (
 from longrec.train.distributed import SINGLE, Dist, agree, barrier, mean_over_ranks, session, shard
 from longrec.train.evaluate import evaluate
 from longrec.train.objective import LossFn, batch_loss, make_loss
-from longrec.train.runinfo import peak_memory_mib, provenance
+from longrec.train.results import Progress, write_results
+from longrec.train.rundir import load_data, prepare_run_dir
+from longrec.train.runinfo import provenance
 
-
-@dataclass
-class Progress:
-    """What --resume needs besides weights and optimizer state (saved as trainer.json)."""
-
-    epoch: int = 0
-    best: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    train_seconds: float = 0.0  # training + validation wall time over all finished epochs
-    seconds_to_best: float = 0.0
-    epoch_seconds: list[float] = field(default_factory=list)
-    wall_seconds: float = 0.0  # wall time of the run's starts up to the last finished epoch, summed
-    # one entry per start (the first and each --resume): the epoch it started after, its code and device
-    segments: list[dict[str, Any]] = field(default_factory=list)
-
-
-def load_data(cfg: ExperimentConfig, quiet: bool = False) -> Splits:
-    d = cfg.data
-    cols = Columns(d.user_col, d.item_col, d.time_col)
-    if d.mmap:
-        corpus = load_large_corpus(d.name, d.format, cols, d.dedup, d.kcore)
-    else:
-        corpus = load_corpus(d.name, d.format, cols, d.dedup, d.kcore)
-    splits = make_splits(corpus, d.split, d.temporal_valid, d.temporal_test)
-    for reason, n in splits.dropped.items():
-        if n and not quiet:
-            print(f"data: {n} users dropped ({reason})", file=sys.stderr)
-    return splits
+__all__ = ["fit", "load_data", "make_optimizer", "train_step", "epoch_batches", "Progress"]
 
 
 def make_optimizer(model: SeqEncoder, train: TrainConfig) -> torch.optim.Optimizer:
@@ -105,50 +74,12 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-RESUMABLE_CHANGES = ("epochs", "patience", "time_budget_min")
-
-
-def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts (a key missing on one side included)."""
-    if not (isinstance(a, dict) and isinstance(b, dict)):
-        return [] if a == b else [prefix or "(root)"]
-    return [k for key in sorted(set(a) | set(b), key=str)
-            for k in _changed_keys(a.get(key, "<unset>"), b.get(key, "<unset>"), f"{prefix}{key}" if not prefix
-                                   else f"{prefix}.{key}")]
-
-
-def _prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits, write: bool = True) -> None:
-    """Check that the run may start (every rank checks, so all fail alike); the writing rank lays out the files."""
-    if resume:
-        saved = read_json(run_dir / "model.json")["config"]
-        try:  # through the config class, so that a field added since the run started takes its default
-            saved = to_dict(config_from_dict(saved))
-        except ConfigError as e:
-            raise CheckpointError(f"{run_dir}/model.json: invalid saved config ({e})") from None
-        now = to_dict(cfg)
-        for key in RESUMABLE_CHANGES:  # a resumed run may be extended, nothing else
-            saved["train"].pop(key, None), now["train"].pop(key, None)
-        if changed := _changed_keys(saved, now):
-            raise CheckpointError(f"{run_dir}/model.json: the run was started with another config ({', '.join(changed)}"
-                                  f" differ); resume with it (only train.{', train.'.join(RESUMABLE_CHANGES)} may "
-                                  "change)")
-        return
-    if (run_dir / "trainer.json").exists():
-        raise CheckpointError(f"{run_dir}: a run already exists there; pass --resume or choose another --run-dir")
-    if not write:
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    c = splits.corpus
-    (run_dir / "metrics.jsonl").write_text("")
-    write_json(run_dir / "model.json", {"format": 1, "num_items": c.num_items, "config": to_dict(cfg)})
-    write_json(run_dir / "id_maps.json", {"items": c.item_ids.tolist(), "users": c.user_ids.tolist()})
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
 def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, distributed: bool = False) -> dict[str, Any]:
     """Train, select the best validation epoch, evaluate it on the test split; returns the results dict.
     Under torchrun (or with distributed=True) every rank trains its share of each batch with DDP; rank 0
     writes the run directory and logs, and every rank returns the same results."""
+    if cfg.model.baseline:
+        return fit_baseline(cfg, run_dir)
     with session(distributed, cfg.train.device) as (d, device):
         return _fit(cfg, run_dir, resume, d, device)
 
@@ -164,7 +95,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
     torch.manual_seed(cfg.seed)
     model = build_model(splits.corpus.num_items, cfg.model, cfg.train).to(device)
     opt = make_optimizer(model, cfg.train)
-    _prepare_run_dir(cfg, run_dir, resume, splits, write=d.main)
+    prepare_run_dir(cfg, run_dir, resume, splits, write=d.main)
     barrier(d)
     prog = Progress()
     if resume:
@@ -191,7 +122,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
             break
         t0 = time.time()
         loss = train_epoch(net, model, opt, cfg, splits, epoch, mtok, device, n_batches, loss_fn, d)
-        val = evaluate(model, splits, splits.valid, cfg.eval, mtok, device, seed=cfg.seed, dist=d)
+        val = evaluate(EncoderScorer(model, mtok), splits, splits.valid, cfg.eval, device, seed=cfg.seed, dist=d)
         dt = time.time() - t0
         metric = val["metrics"][cfg.eval.metric]
         prog.epoch, prog.train_seconds = epoch, prog.train_seconds + dt
@@ -270,28 +201,5 @@ def finish(cfg: ExperimentConfig, run_dir: Path, model: SeqEncoder, splits: Spli
     """Evaluate the best checkpoint on valid and test (the only time test is touched); write results.json."""
     if (run_dir / "best.safetensors").exists():
         model.load_state_dict(load_tensors(run_dir / "best.safetensors"))
-    valid = evaluate(model, splits, splits.valid, cfg.eval, mtok, device, seed=cfg.seed, dist=d)
-    test = evaluate(model, splits, splits.test, cfg.eval, mtok, device, seed=cfg.seed + 1, dist=d)
-    n = len(prog.epoch_seconds)
-    results = {
-        "name": cfg.name,
-        "protocol": test["protocol"],
-        "valid": valid["metrics"],
-        "test": test["metrics"],
-        "test_by_length": test["by_length"],
-        "users": {"valid": valid["users"], "test": test["users"], "dropped": splits.dropped},
-        "training": {"epochs": prog.epoch, "best_epoch": prog.best_epoch,
-                     "seconds_per_epoch": sum(prog.epoch_seconds) / n if n else 0.0,
-                     "seconds_to_best": prog.seconds_to_best, "train_seconds": prog.train_seconds,
-                     "params": describe(model)["params"], "processes": d.world},
-        "wall_seconds": wall,  # every start of the run, summed (time lost between a stop and its --resume excluded)
-        "segments": prog.segments,
-        "peak_memory": peak_memory_mib(device),
-        **origin,
-        "config": to_dict(cfg),
-    }
-    if d.main:
-        write_json(run_dir / "results.json", results)
-        print(f"\n{cfg.name}: test ({test['protocol']}, {test['users']} users)")
-        print(format_table(test["metrics"], cfg.eval.ks))
-    return results
+    return write_results(cfg, run_dir, EncoderScorer(model, mtok), splits, prog, device, wall, origin,
+                         describe(model)["params"], d)

@@ -26,8 +26,13 @@ def training_objective(train: dict[str, Any]) -> str:
 
 def row(res: dict[str, Any], run: str) -> list[str]:
     t, tr, cfg = res["test"], res["training"], res["config"]
-    model = cfg["model"]["mixer"] + "".join(f" {k}={v}" for k, v in cfg["model"]["mixer_args"].items())
-    model += f"; {training_objective(cfg['train'])}"
+    m = cfg["model"]
+    if m.get("baseline"):  # counted, not trained: no objective
+        model = f"{m['baseline']} (baseline, window {m['max_len']})" + "".join(
+            f" {k}={v}" for k, v in m.get("baseline_args", {}).items())
+    else:
+        model = m["mixer"] + "".join(f" {k}={v}" for k, v in m["mixer_args"].items())
+        model += f"; {training_objective(cfg['train'])}"
     return [
         run, cfg["data"]["name"], model, f"{t['ndcg@10']:.4f}", f"{t['recall@10']:.4f}", f"{t['mrr@10']:.4f}",
         f"{t['ndcg@20']:.4f}", f"{tr['epochs']} ({tr['best_epoch']})", f"{tr['seconds_per_epoch']:.1f}",

@@ -9,26 +9,36 @@ from typing import Any
 
 import torch
 
+from longrec.baselines import build_baseline
 from longrec.config import ExperimentConfig, config_from_dict
+from longrec.data.loader import train_item_counts
 from longrec.data.split import Splits
 from longrec.errors import CheckpointError, ConfigError
 from longrec.metrics import format_table
 from longrec.model.encoder import SeqEncoder, build_model, mask_token
+from longrec.scoring import EncoderScorer, Scorer
 from longrec.train.checkpoint import load_model_weights, read_json, write_json
 from longrec.train.evaluate import evaluate
 from longrec.train.loop import load_data
 from longrec.train.runinfo import peak_memory_mib, pick_device, provenance
 
 
-def load_run(run_dir: Path, device: torch.device | None = None) -> tuple[ExperimentConfig, SeqEncoder, Splits]:
-    """The run's config, its best model (eval mode) and its data splits; the id maps must match the data."""
+def _saved_config(run_dir: Path) -> tuple[dict[str, Any], ExperimentConfig]:
+    """model.json's content and its config."""
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     meta = read_json(run_dir / "model.json")
     try:
-        cfg = config_from_dict(meta["config"])
-    except (KeyError, ConfigError) as e:
+        return meta, config_from_dict(meta["config"])
+    except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{run_dir}/model.json: invalid saved config ({e})") from None
+
+
+def load_run(run_dir: Path, device: torch.device | None = None) -> tuple[ExperimentConfig, SeqEncoder, Splits]:
+    """The run's config, its best model (eval mode) and its data splits; the id maps must match the data."""
+    meta, cfg = _saved_config(run_dir)
+    if cfg.model.baseline:
+        raise CheckpointError(f"{run_dir}: a {cfg.model.baseline} baseline run has no model (use load_scorer)")
     splits = load_data(cfg, quiet=True)
     maps = read_json(run_dir / "id_maps.json")
     if maps.get("items") != splits.corpus.item_ids.tolist():
@@ -39,16 +49,27 @@ def load_run(run_dir: Path, device: torch.device | None = None) -> tuple[Experim
     return cfg, model.to(device).eval(), splits
 
 
+def load_scorer(run_dir: Path, device: torch.device | None = None) -> tuple[ExperimentConfig, Scorer, Splits]:
+    """The run's config, a Scorer for it (its best model, or the counted baseline) and its data splits."""
+    _, cfg = _saved_config(run_dir)
+    if cfg.model.baseline:
+        splits = load_data(cfg, quiet=True)
+        counts = torch.from_numpy(train_item_counts(splits))
+        return cfg, build_baseline(cfg.model.baseline, counts, cfg.model.max_len, cfg.model.baseline_args), splits
+    cfg, model, splits = load_run(run_dir, device)
+    return cfg, EncoderScorer(model, mask_token(model, cfg.train)), splits
+
+
 def evaluate_run(run_dir: Path, split: str = "test", mask_history: bool = True, sampled: str = "none",
                  negatives: int = 100) -> dict[str, Any]:
     """Evaluate the best checkpoint; writes eval-<split>-<protocol>.json in the run directory."""
     t0 = time.time()
-    cfg, model, splits = load_run(run_dir)
+    cfg, scorer, splits = load_scorer(run_dir)
     ecfg = dataclasses.replace(cfg.eval, mask_history=mask_history, sampled=sampled, negatives=negatives)
-    device = next(model.parameters()).device
+    device = next(scorer.model.parameters()).device if isinstance(scorer, EncoderScorer) else torch.device("cpu")
     rows = splits.test if split == "test" else splits.valid
     seed = cfg.seed + (1 if split == "test" else 0)
-    res = evaluate(model, splits, rows, ecfg, mask_token(model, cfg.train), device, seed=seed)
+    res = evaluate(scorer, splits, rows, ecfg, device, seed=seed)
     tag = sampled if sampled != "none" else ("full" if mask_history else "full-unmasked")
     out = {"run": str(run_dir), "split": split, "protocol": res["protocol"], "users": res["users"],
            "metrics": res["metrics"], "by_length": res["by_length"], "wall_seconds": time.time() - t0,
@@ -60,4 +81,4 @@ def evaluate_run(run_dir: Path, split: str = "test", mask_history: bool = True, 
     return out
 
 
-__all__ = ["load_run", "evaluate_run"]
+__all__ = ["load_run", "load_scorer", "evaluate_run"]

@@ -1,0 +1,33 @@
+"""Fit a non-neural baseline (longrec.baselines): count the training events, evaluate valid and test once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longrec.baselines import build_baseline
+from longrec.config import ExperimentConfig
+from longrec.data.loader import train_item_counts
+from longrec.train.checkpoint import write_json
+from longrec.train.results import Progress, write_results
+from longrec.train.rundir import load_data, prepare_run_dir
+from longrec.train.runinfo import provenance
+
+
+def fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
+    """A non-neural baseline: count the training events, evaluate valid and test once, write the run directory."""
+    wall0 = time.time()
+    device = torch.device("cpu")
+    origin = provenance(device, cfg.seed)
+    splits = load_data(cfg)
+    scorer = build_baseline(cfg.model.baseline, torch.from_numpy(train_item_counts(splits)), cfg.model.max_len,
+                            cfg.model.baseline_args)
+    prepare_run_dir(cfg, run_dir, False, splits)
+    prog = Progress(segments=[{"after_epoch": 0, "git_commit": origin["git_commit"], "device": origin["device"]}])
+    results = write_results(cfg, run_dir, scorer, splits, prog, device, 0.0, origin, 0)
+    results["wall_seconds"] = time.time() - wall0
+    write_json(run_dir / "results.json", results)
+    return results

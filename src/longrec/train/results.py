@@ -1,0 +1,68 @@
+"""What a finished run records: its progress through training (trainer.json) and its results.json."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longrec.config import ExperimentConfig, to_dict
+from longrec.data.split import Splits
+from longrec.metrics import format_table
+from longrec.scoring import Scorer
+from longrec.train.checkpoint import write_json
+from longrec.train.distributed import SINGLE, Dist
+from longrec.train.evaluate import evaluate
+from longrec.train.runinfo import peak_memory_mib
+
+
+@dataclass
+class Progress:
+    """What --resume needs besides weights and optimizer state (saved as trainer.json)."""
+
+    epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    train_seconds: float = 0.0  # training + validation wall time over all finished epochs
+    seconds_to_best: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)
+    wall_seconds: float = 0.0  # wall time of the run's starts up to the last finished epoch, summed
+    # one entry per start (the first and each --resume): the epoch it started after, its code and device
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+
+def write_results(cfg: ExperimentConfig, run_dir: Path, scorer: Scorer, splits: Splits, prog: Progress,
+                  device: torch.device, wall: float, origin: dict[str, Any], params: int,
+                  d: Dist = SINGLE) -> dict[str, Any]:
+    """Evaluate `scorer` on valid and test, write results.json (rank 0) and print the test table."""
+    valid = evaluate(scorer, splits, splits.valid, cfg.eval, device, seed=cfg.seed, dist=d)
+    test = evaluate(scorer, splits, splits.test, cfg.eval, device, seed=cfg.seed + 1, dist=d)
+    n = len(prog.epoch_seconds)
+    results = {
+        "name": cfg.name,
+        "protocol": test["protocol"],
+        "valid": valid["metrics"],
+        "test": test["metrics"],
+        "test_by_length": test["by_length"],
+        "users": {"valid": valid["users"], "test": test["users"], "dropped": splits.dropped},
+        "training": {"epochs": prog.epoch, "best_epoch": prog.best_epoch,
+                     "seconds_per_epoch": sum(prog.epoch_seconds) / n if n else 0.0,
+                     "seconds_to_best": prog.seconds_to_best, "train_seconds": prog.train_seconds,
+                     "params": params, "processes": d.world},
+        "wall_seconds": wall,  # every start of the run, summed (time lost between a stop and its --resume excluded)
+        "segments": prog.segments,
+        "peak_memory": peak_memory_mib(device),
+        **origin,
+        "config": to_dict(cfg),
+    }
+    if d.main:
+        write_json(run_dir / "results.json", results)
+        print(f"\n{cfg.name}: test ({test['protocol']}, {test['users']} users)")
+        print(format_table(test["metrics"], cfg.eval.ks))
+    return results
+
+

@@ -1,0 +1,73 @@
+"""A run's data and directory: the splits a config names, the files laid out at the start, the resume check."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from longrec.config import ExperimentConfig, config_from_dict, to_dict
+from longrec.data.datasets import load_corpus
+from longrec.data.readers import Columns
+from longrec.data.split import Splits, make_splits
+from longrec.data.stream import load_large_corpus
+from longrec.errors import CheckpointError, ConfigError
+from longrec.train.checkpoint import read_json, write_json
+
+
+def load_data(cfg: ExperimentConfig, quiet: bool = False) -> Splits:
+    d = cfg.data
+    cols = Columns(d.user_col, d.item_col, d.time_col)
+    if d.mmap:
+        corpus = load_large_corpus(d.name, d.format, cols, d.dedup, d.kcore)
+    else:
+        corpus = load_corpus(d.name, d.format, cols, d.dedup, d.kcore)
+    splits = make_splits(corpus, d.split, d.temporal_valid, d.temporal_test)
+    for reason, n in splits.dropped.items():
+        if n and not quiet:
+            print(f"data: {n} users dropped ({reason})", file=sys.stderr)
+    return splits
+
+
+RESUMABLE_CHANGES = ("epochs", "patience", "time_budget_min")
+
+
+def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts (a key missing on one side included)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [] if a == b else [prefix or "(root)"]
+    return [k for key in sorted(set(a) | set(b), key=str)
+            for k in _changed_keys(a.get(key, "<unset>"), b.get(key, "<unset>"), f"{prefix}{key}" if not prefix
+                                   else f"{prefix}.{key}")]
+
+
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits, write: bool = True) -> None:
+    """Check that the run may start (every rank checks, so all fail alike); the writing rank lays out the files."""
+    if resume:
+        saved = read_json(run_dir / "model.json")["config"]
+        try:  # through the config class, so that a field added since the run started takes its default
+            saved = to_dict(config_from_dict(saved))
+        except ConfigError as e:
+            raise CheckpointError(f"{run_dir}/model.json: invalid saved config ({e})") from None
+        now = to_dict(cfg)
+        for key in RESUMABLE_CHANGES:  # a resumed run may be extended, nothing else
+            saved["train"].pop(key, None), now["train"].pop(key, None)
+        if changed := _changed_keys(saved, now):
+            raise CheckpointError(f"{run_dir}/model.json: the run was started with another config ({', '.join(changed)}"
+                                  f" differ); resume with it (only train.{', train.'.join(RESUMABLE_CHANGES)} may "
+                                  "change)")
+        return
+    if (run_dir / "trainer.json").exists():
+        raise CheckpointError(f"{run_dir}: a run already exists there; pass --resume or choose another --run-dir")
+    if not write:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    c = splits.corpus
+    (run_dir / "metrics.jsonl").write_text("")
+    write_json(run_dir / "model.json", {"format": 1, "num_items": c.num_items, "config": to_dict(cfg)})
+    write_json(run_dir / "id_maps.json", {"items": c.item_ids.tolist(), "users": c.user_ids.tolist()})
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+

@@ -1,0 +1,114 @@
+"""Non-neural baselines: hand-computed scores and ranks, the unmasked protocol, and a baseline run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from longrec.baselines import build_baseline
+from longrec.config import EvalConfig, load_config
+from longrec.data.corpus import Corpus
+from longrec.data.split import leave_one_out
+from longrec.errors import ConfigError
+from longrec.scoring import banned_pairs, ranks, top_k
+from longrec.train.evaluate import evaluate
+from longrec.train.loop import fit
+from longrec.train.run import evaluate_run
+
+COUNTS = torch.tensor([0.0, 5, 1, 3, 0, 2, 4])  # training counts of items 1..6 (index 0 = PAD)
+
+
+def window(*rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded [B, N] items and mask from lists of item ids, oldest first."""
+    n = max(len(r) for r in rows)
+    items = torch.tensor([[0] * (n - len(r)) + r for r in rows])
+    return items, items > 0
+
+
+def order(scorer: object, items: torch.Tensor, mask: torch.Tensor, chunk: int = 100) -> list[list[int]]:
+    q = scorer.encode(items, mask)  # type: ignore[attr-defined]
+    _, idx = top_k(scorer, q, 6, banned_pairs([], torch.device("cpu")), chunk)  # type: ignore[arg-type]
+    return idx.tolist()
+
+
+@pytest.mark.parametrize("chunk", [2, 3, 100])
+def test_popularity_ranks_by_training_count_whatever_the_history(chunk: int) -> None:
+    pop = build_baseline("popularity", COUNTS, 10, {})
+    items, mask = window([2, 2, 4], [5])
+    assert order(pop, items, mask, chunk) == [[1, 6, 3, 5, 2, 4]] * 2
+
+
+@pytest.mark.parametrize("chunk", [2, 100])
+def test_personal_frequency_counts_then_recency_then_popularity(chunk: int) -> None:
+    per = build_baseline("personal", COUNTS, 10, {})
+    # row 0: item 2 three times, 4 and 5 once each (5 the newer), then the unseen by popularity (1, 6, 3)
+    # row 1: 3 and 6 twice each, 6 the more recent last event
+    items, mask = window([2, 4, 2, 5, 2], [3, 6, 3, 6])
+    assert order(per, items, mask, chunk) == [[2, 5, 4, 1, 6, 3], [6, 3, 1, 5, 2, 4]]
+
+
+def test_personal_decay_prefers_recent_events_over_old_counts() -> None:
+    per = build_baseline("personal", COUNTS, 10, {"decay": 0.5})
+    items, mask = window([2, 2, 2, 4])  # 2: 0.5^1 + 0.5^2 + 0.5^3 = 0.875 < 4: 0.5^0 = 1
+    assert order(per, items, mask)[0][:2] == [4, 2]
+    with pytest.raises(ConfigError, match="decay"):
+        build_baseline("personal", COUNTS, 10, {"decay": 0.0})
+
+
+def test_repeat_last_puts_the_distinct_items_in_recency_order() -> None:
+    rep = build_baseline("repeat_last", COUNTS, 10, {})
+    items, mask = window([2, 4, 2, 5, 5], [6])
+    assert order(rep, items, mask) == [[5, 2, 4, 1, 6, 3], [6, 1, 3, 5, 2, 4]]
+
+
+def test_baseline_ranks_count_ties_against_the_target_and_honour_the_ban() -> None:
+    pop = build_baseline("popularity", torch.tensor([0.0, 2, 2, 1]), 10, {})
+    items, mask = window([1])
+    q = pop.encode(items, mask)
+    none = banned_pairs([], torch.device("cpu"))
+    assert ranks(pop, q, torch.tensor([2]), none, 100).tolist() == [2]  # tied with item 1: counted against it
+    assert ranks(pop, q, torch.tensor([3]), banned_pairs([torch.tensor([1])], torch.device("cpu")), 2).tolist() == [2]
+
+
+def repeat_corpus() -> Corpus:
+    """Users who repeat: each sequence cycles through its own 3 items, so the target is always in the history."""
+    rng = np.random.default_rng(0)
+    seqs = [np.tile(rng.choice(np.arange(1, 31), 3, replace=False), 4)[: rng.integers(5, 12)] for _ in range(30)]
+    return Corpus(np.concatenate(seqs).astype(np.int32), np.concatenate([[0], np.cumsum([len(s) for s in seqs])]),
+                  None, np.array([str(u) for u in range(30)]), np.array(["<pad>"] + [str(i) for i in range(1, 31)]))
+
+
+def test_unmasked_protocol_is_named_and_lets_personal_baselines_find_repeated_targets() -> None:
+    splits = leave_one_out(repeat_corpus())
+    counts = torch.zeros(31)
+    per = build_baseline("personal", counts, 50, {})
+    cpu = torch.device("cpu")
+    unmasked = evaluate(per, splits, splits.test, EvalConfig(mask_history=False), cpu)
+    masked = evaluate(per, splits, splits.test, EvalConfig(mask_history=True), cpu)
+    assert unmasked["protocol"] == "full ranking, history not masked"
+    assert unmasked["metrics"]["recall@5"] == 1.0  # the target is one of the user's 3 items
+    assert masked["metrics"]["recall@5"] < 0.3  # masking bans exactly those items
+
+
+def test_a_baseline_run_writes_results_and_re_evaluates_to_the_same_metrics(tmp_path: Path, monkeypatch) -> None:
+    log = tmp_path / "log.txt"
+    c = repeat_corpus()
+    log.write_text("".join(f"{u} {i}\n" for u in range(c.num_users) for i in c.seq(u)))
+    cfg = load_config("personal-frequency", [f"data.name={log}", "eval.mask_history=false"])
+    res = fit(cfg, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["test"] == res["test"] and saved["training"]["params"] == 0
+    assert res["test"]["recall@5"] == 1.0
+    again = evaluate_run(tmp_path / "run", mask_history=False)
+    assert again["metrics"] == res["test"]
+
+
+def test_unknown_baseline_and_bad_args_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown baseline 'nope'"):
+        load_config("popularity", ["model.baseline=nope"])
+    with pytest.raises(ConfigError, match="model.baseline_args.window"):
+        load_config("personal-frequency", ["model.baseline_args={window: 3}"])
