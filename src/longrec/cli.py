@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from longrec.errors import LongrecError
@@ -23,7 +24,21 @@ def _data(args: argparse.Namespace) -> None:
     print(f"interactions  {s['interactions']:,}")
     print(f"density       {s['density']:.5f}")
     print(f"length        mean {s['len_mean']:.2f}  median {s['len_median']:g}  min {s['len_min']}  max {s['len_max']}")
+    print(f"repeats       {100 * s['repeat_any']:.2f}% of events repeat an earlier item of the user, "
+          f"{100 * s['repeat_prev']:.2f}% the previous one")
     print(f"timestamps    {'yes' if corpus.times is not None else 'no'}")
+    if "time_min" in s:
+        print(f"span          {_span(s['time_min'], s['time_max'])}")
+
+
+def _span(t0: float, t1: float) -> str:
+    """First and last time: as UTC dates when they are unix times, else as seconds. Times before 1973 are a
+    log's own clock (Foursquare NYC counts from its first check-in): as dates they would read 1970."""
+    days = f"({(t1 - t0) / 86400:.1f} days)"
+    if t0 < 1e8:
+        return f"{t0:,.0f} s .. {t1:,.0f} s {days}"
+    iso = [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for t in (t0, t1)]
+    return f"{iso[0]} .. {iso[1]} {days}"
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -67,7 +82,8 @@ def _plot(args: argparse.Namespace) -> None:
     print(out)
 
 
-BENCHES = {"scaling": "scaling", "lru-scan": "lru_scan", "stream-latency": "stream_latency", "loadtest": "loadtest"}
+BENCHES = {"scaling": "scaling", "lru-scan": "lru_scan", "stream-latency": "stream_latency", "loadtest": "loadtest",
+           "window-sweep": "window_sweep"}
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -153,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks that print tables and write CSV/PNG (see docs/BENCHMARKS.md)")
     b.add_argument("which", choices=list(BENCHES),
                    help="scaling: mixers vs N; lru-scan: scan vs loop; stream-latency: per-event update time vs "
-                   "history length; loadtest: HTTP throughput and kill -9 durability of `longrec serve RUN_DIR`")
+                   "history length; loadtest: HTTP throughput and kill -9 durability of `longrec serve RUN_DIR`; "
+                   "window-sweep: accuracy of runs at several history windows N with paired CIs")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (--help lists them)")
     b.set_defaults(func=_bench)
 

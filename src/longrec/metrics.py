@@ -54,3 +54,25 @@ def format_table(metrics: dict[str, float], ks: tuple[int, ...]) -> str:
 
 def to_numpy(t: Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.int64).numpy()
+
+
+def ndcg_per_row(ranks: np.ndarray, k: int) -> np.ndarray:
+    """[R] NDCG@k of each row (one target: 1/log2(rank+1) when rank <= k, else 0)."""
+    r = np.asarray(ranks, dtype=np.float64)
+    return np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float]:
+    """Mean of a - b over paired rows (the same users) with a percentile bootstrap CI: rows are resampled with
+    replacement `reps` times. Returns {"diff", "lo", "hi", "n"}."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(d) == 0:
+        return {"diff": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    rng = np.random.default_rng(seed)
+    means = np.empty(reps)
+    for i in range(0, reps, 100):  # 100 resamples at a time: memory 100 x rows
+        j = min(i + 100, reps)
+        means[i:j] = d[rng.integers(0, len(d), size=(j - i, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": len(d)}
