@@ -48,7 +48,7 @@ class _Baseline:
         pop[0] = 0.0
         self.pop = pop / (pop.max() + 1.0)  # [I+1] in [0, 1)
 
-    def encode(self, items: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(items [B,N], weight [B,N] float64): what each window event adds to its item's score (0 at pads)."""
         return items, mask.double()
 
@@ -73,7 +73,7 @@ class Popularity(_Baseline):
     def __init__(self, counts: Tensor, max_len: int, cfg: PopularityConfig) -> None:
         super().__init__(counts, max_len)
 
-    def encode(self, items: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return items, torch.zeros_like(mask, dtype=torch.float64)  # the history adds nothing
 
 
@@ -87,7 +87,7 @@ class Personal(_Baseline):
             raise ConfigError(f"config: 'model.baseline_args.decay' must be in (0, 1], got {cfg.decay}")
         self.decay = cfg.decay
 
-    def encode(self, items: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> tuple[Tensor, Tensor]:
         B, N = items.shape
         age = torch.arange(N - 1, -1, -1, device=items.device, dtype=torch.float64)  # (N,): 0 at the newest
         w = self.decay**age * mask  # (B, N)
@@ -104,7 +104,7 @@ class RepeatLast(_Baseline):
     def __init__(self, counts: Tensor, max_len: int, cfg: RepeatLastConfig) -> None:
         super().__init__(counts, max_len)
 
-    def encode(self, items: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> tuple[Tensor, Tensor]:
         B, N = items.shape
         recency = torch.arange(1, N + 1, device=items.device, dtype=torch.float64) / (N + 1)  # (N,) in (0, 1)
         return items, _last_occurrence(items, mask) * recency

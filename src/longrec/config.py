@@ -41,6 +41,7 @@ class ModelConfig:
     dropout: float = 0.2
     max_len: int = 200  # longest history window fed to the model
     pos: str = "learned"  # learned | none: absolute positions counted from the first real event
+    time: str = "none"  # none | gap: add an embedding of the log2-bucketed gap since the previous event (needs times)
     norm_first: bool = True  # pre-LN blocks (False: post-LN, as LRURec)
     tie_output: bool = True  # score with the input item embeddings; False: a separate output table (gSASRec)
     # a non-neural baseline (longrec.baselines: popularity | personal | repeat_last) instead of the encoder: it is
@@ -240,6 +241,7 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 _CHOICES = {
     "data.split": ("loo", "temporal"),
     "model.pos": ("learned", "none"),
+    "model.time": ("none", "gap"),
     "train.objective": ("next_item", "last_item", "masked_item"),
     "train.loss": ("ce", "bce", "sampled", "gbce"),
     "train.sampler": ("uniform", "popularity", "in_batch"),

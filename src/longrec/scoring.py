@@ -28,8 +28,9 @@ class Scorer(Protocol):
     max_len: int
     mask_token: int
 
-    def encode(self, items: Tensor, mask: Tensor) -> Any:
-        """items [B,N] int64 left-padded, mask [B,N] bool -> an opaque query for `scores` / `pick`."""
+    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> Any:
+        """items [B,N] int64 left-padded, mask [B,N] bool, times [B,N] float64 seconds or None -> an opaque query
+        for `scores` / `pick`."""
         ...
 
     def scores(self, query: Any, c0: int, c1: int) -> Tensor:
@@ -50,9 +51,9 @@ class EncoderScorer:
         self.max_len: int = model.max_len
         self.mask_token = mask_token
 
-    def encode(self, items: Tensor, mask: Tensor) -> Tensor:
+    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> Tensor:
         self.model.eval()
-        return self.model(items, mask)[:, -1]  # type: ignore[no-any-return]  # [B, D]
+        return self.model(items, mask, times)[:, -1]  # type: ignore[no-any-return]  # [B, D]
 
     def scores(self, query: Tensor, c0: int, c1: int) -> Tensor:
         return (query @ self.model.item_table()[c0:c1].T).float()  # [B, C]

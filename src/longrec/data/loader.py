@@ -16,39 +16,57 @@ from longrec.data.split import EvalSet, Splits
 @dataclass(frozen=True)
 class Batch:
     """items [B,N] int64 left-padded (0 = PAD); mask [B,N] bool (True = real event);
-    targets [B,N] int64 (0 = no target at that position); users [B] int64 (corpus user index).
+    targets [B,N] int64 (0 = no target at that position); users [B] int64 (corpus user index);
+    times [B,N] float64 seconds of each event (NaN at pads), or None when the corpus has no timestamps.
     N is the longest row's window (at most the model's max_len): columns that are padding in every row are cut."""
 
     items: Tensor
     mask: Tensor
     targets: Tensor
     users: Tensor
+    times: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.items, self.mask, self.targets, self.users)))
+        items, mask, targets, users = (t.to(device, non_blocking=True)
+                                       for t in (self.items, self.mask, self.targets, self.users))
+        return Batch(items, mask, targets, users, None if self.times is None else self.times.to(device))
+
+    def rows(self, idx: Tensor | slice) -> Batch:
+        """The batch of the given rows."""
+        return Batch(self.items[idx], self.mask[idx], self.targets[idx], self.users[idx],
+                     None if self.times is None else self.times[idx])
 
 
-def collate(corpus: Corpus, users: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
-    """[B, n] int64: row r holds seq(users[r])[starts[r]:ends[r]] right-aligned, zeros (PAD) before it."""
+def collate(corpus: Corpus, users: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int,
+            values: np.ndarray | None = None) -> np.ndarray:
+    """[B, n]: row r holds values[seq(users[r])[starts[r]:ends[r]]] right-aligned (values: corpus.items, int64,
+    zeros (PAD) before; or a float array of the same layout such as corpus.times, NaN before)."""
+    src_values = corpus.items if values is None else values
     w = np.minimum(ends - starts, n)
     starts = ends - w
     b = len(users)
-    out = np.zeros((b, n), dtype=np.int64)
+    out = np.zeros((b, n), dtype=np.int64) if values is None else np.full((b, n), np.nan)
     row = np.repeat(np.arange(b), w)
     within = np.arange(w.sum()) - np.repeat(np.cumsum(w) - w, w)
     src = (corpus.offsets[users] + starts)[row] + within
-    out[row, n - w[row] + within] = corpus.items[src]
+    out[row, n - w[row] + within] = src_values[src]
     return out
 
 
-def _batch(items: np.ndarray, targets: np.ndarray, users: np.ndarray) -> Batch:
+def collate_times(corpus: Corpus, users: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray | None:
+    """collate() of the corpus timestamps (float64, NaN at pads), or None when it has none."""
+    return None if corpus.times is None else collate(corpus, users, starts, ends, n, corpus.times)
+
+
+def _batch(items: np.ndarray, targets: np.ndarray, users: np.ndarray, times: np.ndarray | None = None) -> Batch:
     # a column that is padding in every row changes no output (positions count from the first real event, and
     # every mixer is padding-invariant: DESIGN §3), so it is cut: short windows cost their length, not max_len
     real = items > 0
     used = real.any(0)
     first = int(used.argmax()) if used.any() else 0
     it, tg, mask = (torch.from_numpy(np.ascontiguousarray(a[:, first:])) for a in (items, targets, real))
-    return Batch(it, mask, tg * mask, torch.from_numpy(users.astype(np.int64)))
+    tm = None if times is None else torch.from_numpy(np.ascontiguousarray(times[:, first:]))
+    return Batch(it, mask, tg * mask, torch.from_numpy(users.astype(np.int64)), tm)
 
 
 def batch_rows(lengths: np.ndarray, batch_size: int, bucket: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -74,8 +92,10 @@ def next_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Ge
     ends = te[users] if window == "last" else rng.integers(2, te[users] + 1)
     for rows in batch_rows(np.minimum(ends, n + 1), batch_size, bucket, rng):
         u, e = users[rows], ends[rows]
-        arr = collate(splits.corpus, u, np.maximum(e - n - 1, 0), e, n + 1)
-        yield _batch(arr[:, :-1], arr[:, 1:], u)
+        s0 = np.maximum(e - n - 1, 0)
+        arr = collate(splits.corpus, u, s0, e, n + 1)
+        times = collate_times(splits.corpus, u, s0, e, n + 1)
+        yield _batch(arr[:, :-1], arr[:, 1:], u, None if times is None else times[:, :-1])
 
 
 def last_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator,
@@ -99,7 +119,7 @@ def last_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Ge
         items = collate(splits.corpus, u, np.maximum(c - n, 0), c, n)
         targets = np.zeros_like(items)
         targets[:, -1] = splits.corpus.items[off[u] + c]
-        yield _batch(items, targets, u)
+        yield _batch(items, targets, u, collate_times(splits.corpus, u, np.maximum(c - n, 0), c, n))
 
 
 def masked_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator, mask_prob: float,
@@ -111,6 +131,7 @@ def masked_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.
     for rows in batch_rows(np.minimum(ends, n), batch_size, bucket, rng):
         u, e = users[rows], ends[rows]
         items = collate(splits.corpus, u, np.maximum(e - n, 0), e, n)
+        times = collate_times(splits.corpus, u, np.maximum(e - n, 0), e, n)
         real = items > 0
         hide = real & (rng.random(items.shape) < mask_prob)
         # every row predicts at least one item: force one random real position where none was drawn
@@ -120,7 +141,7 @@ def masked_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.
             pick = n - 1 - (rng.random(none.sum()) * nreal).astype(np.int64)
             hide[np.flatnonzero(none), pick] = True
         targets = np.where(hide, items, 0)
-        yield _batch(np.where(hide, mask_token, items), targets, u)
+        yield _batch(np.where(hide, mask_token, items), targets, u, times)
 
 
 def eval_batches(splits: Splits, rows: EvalSet, n: int, batch_size: int,
@@ -132,13 +153,17 @@ def eval_batches(splits: Splits, rows: EvalSet, n: int, batch_size: int,
         idx = np.arange(i, min(i + batch_size, len(rows)))
         u, e = rows.users[idx], rows.ends[idx]
         if mask_token:
-            hist = collate(corpus, u, np.maximum(e - n + 1, 0), e, n - 1)
+            s0 = np.maximum(e - n + 1, 0)
+            hist = collate(corpus, u, s0, e, n - 1)
             items = np.concatenate([hist, np.full((len(u), 1), mask_token, dtype=np.int64)], axis=1)
+            times = collate_times(corpus, u, s0, e, n - 1)
+            times = None if times is None else np.concatenate([times, np.full((len(u), 1), np.nan)], axis=1)
         else:
             items = collate(corpus, u, np.maximum(e - n, 0), e, n)
+            times = collate_times(corpus, u, np.maximum(e - n, 0), e, n)
         targets = np.zeros_like(items)
         targets[:, -1] = corpus.items[corpus.offsets[u] + e]
-        yield _batch(items, targets, u), idx
+        yield _batch(items, targets, u, times), idx
 
 
 def train_item_counts(splits: Splits, block: int = 1 << 22) -> np.ndarray:

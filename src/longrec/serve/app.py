@@ -37,7 +37,7 @@ class EventIn(BaseModel):
     user: Id
     item: Id
     event_id: Id | None = None  # idempotency key, unique per user
-    ts: float | None = None  # accepted, unused: events apply in arrival order
+    ts: float | None = None  # seconds; required by time-channel models, unused by the others
 
 
 class EventsIn(BaseModel):
@@ -46,6 +46,7 @@ class EventsIn(BaseModel):
 
 class ItemsIn(BaseModel):
     items: list[Id] = Field(min_length=1, max_length=MAX_ITEMS)  # oldest first
+    ts: list[float] | None = Field(None, max_length=MAX_ITEMS)  # their times in seconds (time-channel models)
     k: int = Field(10, ge=1, le=1000)
     exclude_seen: bool = True
 
@@ -114,7 +115,7 @@ def create_app(recommender: Recommender) -> FastAPI:
 
     @app.post("/v1/recommendations")
     def item_list_recommendations(body: ItemsIn) -> dict[str, Any]:
-        return {"items": _ranked(rec.recommend_items(body.items, body.k, body.exclude_seen))}
+        return {"items": _ranked(rec.recommend_items(body.items, body.k, body.exclude_seen, body.ts))}
 
     return app
 

@@ -51,7 +51,7 @@ class Event:
     user: str
     item: str
     event_id: str | None = None  # (user, event_id) is applied at most once; None: always applied
-    ts: float | None = None  # accepted, unused: the encoders have no time input; events apply in arrival order
+    ts: float | None = None  # seconds; required by time-channel models (model.time=gap), unused otherwise
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,9 @@ class Recommender:
             if e.event_id is not None:
                 _check_id("event id", str(e.event_id))
         items = self._item_indices([e.item for e in events], "; nothing was applied")
+        if self.model.uses_time and (missing := [e for e in events if e.ts is None or not math.isfinite(e.ts)]):
+            raise ServeError(f"model '{self.name}' reads event times (model.time=gap): every event needs a finite "
+                             f"ts, {len(missing)} have none (first: user {missing[0].user!r}); nothing was applied")
         if not events:
             return Applied(0, 0)
         with self.store.batch() as txn:
@@ -150,6 +153,7 @@ class Recommender:
             done = txn.applied([key for key in keys if key is not None])
             new_keys: list[EventKey] = []
             todo: dict[str, list[int]] = {}
+            todo_t: dict[str, list[float]] = {}
             for e, key, i in zip(events, keys, items, strict=True):
                 if key is not None:
                     if key in done:
@@ -157,10 +161,13 @@ class Recommender:
                     done.add(key)
                     new_keys.append(key)
                 todo.setdefault(e.user, []).append(i)
+                todo_t.setdefault(e.user, []).append(float(e.ts) if e.ts is not None else math.nan)
             if todo:
                 users = list(todo)
                 records = self._records(users, txn.get(users))
-                state = streamer.extend(_stack([records[u].state for u in users], self.device), list(todo.values()))
+                times = list(todo_t.values()) if self.model.uses_time else None
+                state = streamer.extend(_stack([records[u].state for u in users], self.device), list(todo.values()),
+                                        times)
                 txn.put(
                     {
                         u: UserRecord(
@@ -207,13 +214,18 @@ class Recommender:
         return self._top_k(rec.state["h"][None].to(self.device), [rec.seen if exclude_seen else None], k)[0]
 
     @torch.inference_mode()
-    def recommend_items(self, items: Sequence[str], k: int = 10, exclude_seen: bool = True) -> list[Scored]:
-        """Top-k items after an anonymous history (raw ids, oldest first): one forward over its newest max_len
-        events. Works for every model, global mixers included."""
+    def recommend_items(self, items: Sequence[str], k: int = 10, exclude_seen: bool = True,
+                        ts: Sequence[float] | None = None) -> list[Scored]:
+        """Top-k items after an anonymous history (raw ids, oldest first; `ts` their times in seconds, required
+        by time-channel models): one forward over its newest max_len events. Works for every model, global
+        mixers included."""
         if not items:
             raise ServeError("items: give at least one item id")
+        if self.model.uses_time and (ts is None or len(ts) != len(items)):
+            raise ServeError(f"model '{self.name}' reads event times (model.time=gap): give ts, one per item")
         idx = self._item_indices(items)
-        h = encode_last(self.model, [idx], self.mask_token)
+        h = encode_last(self.model, [idx], self.mask_token, [list(map(float, ts))] if self.model.uses_time and ts
+                        else None)
         return self._top_k(h, [torch.tensor(idx) if exclude_seen else None], k)[0]
 
     def _top_k(self, h: Tensor, exclude: list[Tensor | None], k: int) -> list[list[Scored]]:
@@ -264,13 +276,20 @@ class Recommender:
         """Records of corpus users from their whole histories, in batches of about batch_tokens padded events."""
         streamer = self._require_streaming()
         seqs = {u: self.corpus.seq(self.user_index[u]).astype("int64").tolist() for u in users}
+        times = None
+        if self.model.uses_time:
+            if self.corpus.times is None:
+                raise ConfigError(f"model '{self.name}' reads event times, and the run's corpus has none")
+            off = self.corpus.offsets
+            times = {u: self.corpus.times[off[self.user_index[u]] : off[self.user_index[u] + 1]].tolist()
+                     for u in users}
         order = sorted(users, key=lambda u: -len(seqs[u]))
         out: dict[str, UserRecord] = {}
         i = 0
         while i < len(order):
             n = max(len(seqs[order[i]]), 1)  # the longest in this batch: users are sorted by length
             part = order[i : i + max(1, batch_tokens // n)]
-            state = streamer.from_history([seqs[u] for u in part])
+            state = streamer.from_history([seqs[u] for u in part], [times[u] for u in part] if times else None)
             for b, u in enumerate(part):
                 out[u] = UserRecord(_row(state, b), _union(torch.zeros(0, dtype=torch.long), seqs[u]), len(seqs[u]))
             i += len(part)

@@ -92,8 +92,9 @@ def shard(b: Batch, d: Dist) -> tuple[Batch, float]:
         return b, 1.0
     rows = torch.arange(d.rank, len(b.users), d.world)
     if len(rows) == 0:
-        return Batch(b.items[:1], b.mask[:1], torch.zeros_like(b.targets[:1]), b.users[:1]), 0.0
-    part = Batch(b.items[rows], b.mask[rows], b.targets[rows], b.users[rows])
+        one = b.rows(slice(0, 1))
+        return Batch(one.items, one.mask, torch.zeros_like(one.targets), one.users, one.times), 0.0
+    part = b.rows(rows)
     m_all = int((b.targets > 0).sum())
     return part, d.world * int((part.targets > 0).sum()) / max(m_all, 1)
 

@@ -65,7 +65,7 @@ def evaluate(scorer: Scorer, splits: Splits, rows: EvalSet, cfg: EvalConfig, dev
     n = window or scorer.max_len
     for batch, idx in eval_batches(splits, local, n, cfg.batch_size, scorer.mask_token):
         b = batch.to(device)
-        query = scorer.encode(b.items, b.mask)
+        query = scorer.encode(b.items, b.mask, b.times)
         if cands is not None:
             picked = scorer.pick(query, torch.from_numpy(cands[idx]).to(device))  # [B, 1+n], the target first
             r = ranks_from_scores(picked, torch.zeros(len(idx), dtype=torch.long, device=device))

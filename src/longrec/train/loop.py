@@ -18,6 +18,7 @@ from tqdm import tqdm
 from longrec.config import ExperimentConfig, TrainConfig
 from longrec.data.loader import Batch, last_item_batches, masked_item_batches, next_item_batches, train_item_counts
 from longrec.data.split import Splits
+from longrec.errors import ConfigError
 from longrec.model.encoder import SeqEncoder, build_model, describe, mask_token
 from longrec.scoring import EncoderScorer
 from longrec.train.baseline import fit_baseline
@@ -92,6 +93,9 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
     splits = load_data(cfg) if d.main else None  # rank 0 builds the corpus cache, the others then read it
     barrier(d)
     splits = splits or load_data(cfg, quiet=True)
+    if cfg.model.time != "none" and splits.corpus.times is None:
+        raise ConfigError(f"config: model.time={cfg.model.time} needs event timestamps, and {cfg.data.name} has none "
+                          "(give data.time_col for a CSV log, or use model.time=none)")
     torch.manual_seed(cfg.seed)
     model = build_model(splits.corpus.num_items, cfg.model, cfg.train).to(device)
     opt = make_optimizer(model, cfg.train)

@@ -81,5 +81,5 @@ def make_loss(train: TrainConfig, num_items: int, item_counts: Callable[[], Tens
 
 
 def batch_loss(net: nn.Module, table: Tensor, b: Batch, loss: LossFn, gen: torch.Generator | None) -> Tensor:
-    """The mean loss over the positions of `b` that have a target; net(items, mask) -> h [B,N,D]."""
-    return loss(net(b.items, b.mask), b.targets, table, gen)
+    """The mean loss over the positions of `b` that have a target; net(items, mask, times) -> h [B,N,D]."""
+    return loss(net(b.items, b.mask, b.times), b.targets, table, gen)

@@ -1,0 +1,23 @@
+"""The time channel: the gap since the previous event, log2-bucketed, as a learned embedding added to each event.
+
+A log's timestamps (seconds, float64) travel beside the items; pads and events without a predecessor in the
+model's input get bucket 0, whose embedding is zero. Gaps are measured inside the input window (its first
+event has no predecessor), so a window's forward and the same events streamed one `step` at a time agree.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+BUCKETS = 32  # bucket b >= 1 holds gaps in [2^(b-1) - 1, 2^b - 1) seconds; the last one everything above ~34 years
+
+
+def gap_buckets(times: Tensor, prev: Tensor | None = None) -> Tensor:
+    """times [B,N] float64 seconds (NaN = pad or unknown), prev [B] the time before column 0 (NaN = none)
+    -> [B,N] int64 in 0..BUCKETS-1: 1 + min(floor(log2(1 + gap)), BUCKETS - 2), or 0 without both times."""
+    B = times.shape[0]
+    before = prev[:, None] if prev is not None else times.new_full((B, 1), float("nan"))
+    gap = times - torch.cat([before, times[:, :-1]], dim=1)  # (B, N): NaN where either time is missing
+    b = 1 + torch.log2(1 + gap.clamp(min=0)).floor().clamp(max=BUCKETS - 2)
+    return torch.where(gap.isnan(), 0, b.nan_to_num(0)).long()
