@@ -3,7 +3,6 @@ HTTP server, and the corpus cache (rebuilt when the source or the options change
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import http.server
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_data
+from local_http import serve
 from longrec import cli
 from longrec.data import datasets
 from longrec.data.corpus import Corpus
@@ -36,6 +36,11 @@ def info(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, str]:
 
 # users, items, interactions, density, "length" line (README figures, printed with 2 decimals like the README)
 STATS = {
+    "assist2017-pid": ("1,705", "3,162", "941,502", "0.17464", "mean 552.20  median 442  min 2  max 3057", "no"),
+    "gowalla-vldb17-u1000": ("1,000", "24,209", "157,251", "0.00650", "mean 157.25  median 78  min 15  max 1624",
+                             "yes"),
+    "foursquare-nyc-stan": ("1,083", "5,135", "147,938", "0.02660", "mean 136.60  median 93  min 17  max 2515",
+                            "yes"),
     "ml-1m": ("6,040", "3,416", "999,611", "0.04845", "mean 165.50  median 96  min 18  max 2277", "no"),
     "ml-100k": ("943", "1,682", "100,000", "0.06305", "mean 106.04  median 65  min 20  max 737", "yes"),
     "beauty": ("22,363", "12,101", "198,502", "0.00073", "mean 8.88  median 6  min 5  max 204", "no"),
@@ -88,20 +93,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(base URL, served directory): a local HTTP server on 127.0.0.1, port chosen by the OS."""
     root = tmp_path / "www"
     root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serve(root) as (url, _):
+        yield url, root
 
 
 @pytest.fixture
@@ -155,7 +148,7 @@ def test_download_verifies_the_checksum(server: tuple[str, Path], tmp_path: Path
     url, root = server
     (root / "log.txt").write_bytes(TOY)
     dest = tmp_path / "cache" / "raw" / "x" / "log.txt"
-    assert download(f"{url}/log.txt", dest, TOY_SHA) == dest
+    assert download(f"{url}/log.txt", dest, TOY_SHA) == TOY_SHA
     assert dest.read_bytes() == TOY
     assert files_under(tmp_path / "cache") == [dest]  # no partial file left beside it
 

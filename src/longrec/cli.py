@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="prepare a dataset and print its statistics")
     d.add_argument("action", choices=["prepare", "info"], help="prepare: build the cached corpus; info: print stats")
     d.add_argument("dataset", help="a named dataset (longrec list datasets) or a path to a log file")
-    d.add_argument("--format", default="auto", help="auto|pairs|lines|recbole|grouplens|csv|tsv|parquet")
+    d.add_argument("--format", default="auto", help="auto|pairs|lines|recbole|grouplens|csv|tsv|parquet, or a named "
+                   "dataset's format: user-problem-skill-correct|gowalla-tsv|user-item-minute|jodie|lastfm-1k|kuairand|"
+                   "movielens-csv")
     d.add_argument("--user-col", default="user", help="user column (csv/tsv/parquet)")
     d.add_argument("--item-col", default="item", help="item column (csv/tsv/parquet)")
     d.add_argument("--time-col", default="", help="timestamp column (csv/tsv/parquet); empty = file order")

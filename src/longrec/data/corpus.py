@@ -53,10 +53,16 @@ class Corpus:
         return self.items[self.offsets[u] : self.offsets[u + 1]]
 
     def stats(self) -> dict[str, float | int]:
-        """Users, items, interactions, density and sequence-length statistics."""
+        """Users, items, interactions, density, sequence-length statistics and repeat shares: `repeat_any`, events
+        whose item the user had before; `repeat_prev`, events whose item is the user's previous one. With
+        timestamps, also `time_min` and `time_max` (seconds)."""
         lens = self.lengths
         users, items, n = self.num_users, self.num_items, self.num_interactions
-        return {
+        owner = np.repeat(np.arange(users, dtype=np.int64), lens)
+        seq = np.asarray(self.items, dtype=np.int64)
+        first_pairs = np.unique(owner * (items + 1) + seq).size
+        same_prev = int(((seq[1:] == seq[:-1]) & (owner[1:] == owner[:-1])).sum())
+        out: dict[str, float | int] = {
             "users": users,
             "items": items,
             "interactions": n,
@@ -65,7 +71,12 @@ class Corpus:
             "len_median": float(np.median(lens)),
             "len_min": int(lens.min()),
             "len_max": int(lens.max()),
+            "repeat_any": (n - first_pairs) / max(n, 1),
+            "repeat_prev": same_prev / max(n, 1),
         }
+        if self.times is not None:
+            out["time_min"], out["time_max"] = float(np.min(self.times)), float(np.max(self.times))
+        return out
 
     def save(self, path: Path) -> None:
         """Write atomically as .npz (no pickled objects)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import importlib
 import io
 import math
 import zlib
@@ -34,9 +35,6 @@ class Columns:
     user: str = "user"
     item: str = "item"
     time: str = ""
-
-
-FORMATS = ("pairs", "lines", "recbole", "grouplens", "csv", "tsv", "parquet")
 
 
 def open_text(path: Path, encoding: str = "utf-8") -> TextIO:
@@ -280,6 +278,11 @@ def read_parquet(path: Path, cols: Columns) -> RawLog:
     return RawLog(users, items, times)
 
 
+def _sibling(module: str, name: str) -> Callable[[Path, Columns], RawLog]:
+    """A reader from a sibling module, imported on first use: those modules import this one."""
+    return lambda p, c: getattr(importlib.import_module(f"longrec.data.{module}"), name)(p, c)
+
+
 READERS: dict[str, Callable[[Path, Columns], RawLog]] = {
     "pairs": lambda p, c: read_pairs(p),
     "lines": lambda p, c: read_lines(p),
@@ -288,7 +291,15 @@ READERS: dict[str, Callable[[Path, Columns], RawLog]] = {
     "csv": lambda p, c: read_delimited(p, c, ","),
     "tsv": lambda p, c: read_delimited(p, c, "\t"),
     "parquet": read_parquet,
+    "user-problem-skill-correct": _sibling("readers_columns", "read_user_problem_skill_correct"),
+    "gowalla-tsv": _sibling("readers_columns", "read_gowalla_tsv"),
+    "user-item-minute": _sibling("readers_columns", "read_user_item_minute"),
+    "jodie": _sibling("readers_columns", "read_jodie"),
+    "lastfm-1k": _sibling("readers_archives", "read_lastfm_1k"),
+    "kuairand": _sibling("readers_archives", "read_kuairand"),
+    "movielens-csv": _sibling("readers_archives", "read_movielens_csv"),
 }
+FORMATS = tuple(READERS)
 
 
 def read_log(path: Path, fmt: str = "auto", cols: Columns | None = None) -> RawLog:
