@@ -57,6 +57,7 @@ def test_sweep_sees_a_longer_window_pay_and_writes_its_outputs(tmp_path: Path) -
     assert cells["10"]["metrics"]["ndcg@10"] < 0.2 < cells["40"]["metrics"]["ndcg@10"]
     assert cells["40"]["ci_all"]["lo"] > 0 and cells["own"]["ci_all"]["diff"] == 0.0
     assert cells["40"]["protocol"] == "full ranking, history not masked"
+    assert cells["40"]["repeat_users"] == 40 and cells["40"]["repeat"] == cells["40"]["metrics"]  # all repeat
     assert "| personal-frequency (5) | 40=40 |" in (out / "window-sweep.md").read_text()
 
 

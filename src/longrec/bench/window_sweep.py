@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from longrec.config import load_config
+from longrec.data.corpus import Corpus
 from longrec.errors import ConfigError, LongrecError
 from longrec.metrics import BUCKETS, by_length, metrics_from_ranks, ndcg_per_row, paired_bootstrap
 from longrec.scoring import EncoderScorer
@@ -74,6 +75,7 @@ def sweep(runs: list[Path], windows: list[str | int], split: str, long: int, bat
                                    mask_history=cfg.eval.mask_history if mask_history is None else mask_history)
         device = next(scorer.model.parameters()).device if isinstance(scorer, EncoderScorer) else torch.device("cpu")
         full = int(rows.ends.max())
+        repeat = repeats(splits.corpus, rows.users, rows.ends)
         learned = isinstance(scorer, EncoderScorer) and scorer.model.pos_emb is not None
         for w in windows:
             n = scorer.max_len if w == "own" else full if w == "full" else int(w)
@@ -89,9 +91,17 @@ def sweep(runs: list[Path], windows: list[str | int], split: str, long: int, bat
                 "long": metrics_from_ranks(ranks[sel], ecfg.ks) if sel.any() else {},
                 "by_length": by_length(ranks, rows.ends, ecfg.ks), "seconds": sec,
                 "sec_per_1k_users": 1000 * sec / max(len(rows), 1), "ndcg10": ndcg_per_row(ranks, 10).tolist(),
-                "long_mask": sel.tolist(),
+                "long_mask": sel.tolist(), "repeat_users": int(repeat.sum()),
+                "repeat": metrics_from_ranks(ranks[repeat], ecfg.ks) if repeat.any() else {},
+                "new": metrics_from_ranks(ranks[~repeat], ecfg.ks) if (~repeat).any() else {},
             })
     return cells
+
+
+def repeats(corpus: Corpus, users: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """[R] bool: the row's target is an item the user had before it (anywhere in seq[:end])."""
+    return np.array([corpus.items[corpus.offsets[u] + e] in set(corpus.seq(u)[:e].tolist())
+                     for u, e in zip(users.tolist(), ends.tolist(), strict=True)], dtype=bool)
 
 
 def add_cis(cells: list[dict[str, Any]], ref: tuple[int, str], seed: int = 0) -> dict[str, Any]:
@@ -130,6 +140,15 @@ def markdown(cells: list[dict[str, Any]], ref: dict[str, Any], long: int) -> str
     for c in cells:
         vals = " | ".join(f"{c['by_length'][b]['ndcg@10']:.4f}" if b in c["by_length"] else "" for b in buckets)
         lines.append(f"| {c['name']} ({c['trained_n']}) | {c['n']} | {vals} |")
+    if cells[0]["repeat_users"]:
+        head = f"By target: {cells[0]['repeat_users']} of {cells[0]['users']} targets repeat an earlier item"
+        lines += ["", head + " of the user (NDCG@10 / Recall@10):", "",
+                  "| run (trained N) | eval N | repeated targets | new targets |", "|---|---|---|---|"]
+        for c in cells:
+            r, nw = c["repeat"], c["new"]
+            lines.append(f"| {c['name']} ({c['trained_n']}) | {c['n']} | {r.get('ndcg@10', float('nan')):.4f} / "
+                         f"{r.get('recall@10', float('nan')):.4f} | {nw.get('ndcg@10', float('nan')):.4f} / "
+                         f"{nw.get('recall@10', float('nan')):.4f} |")
     lines += ["", f"Reference: {ref['name']} at N = {ref['n']}; protocol: {cells[0]['protocol']}; "
               f"{cells[0]['users']} users; paired bootstrap over users, 2,000 resamples."]
     return "\n".join(lines)
