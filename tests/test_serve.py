@@ -36,6 +36,9 @@ CAUSAL = [
     "lrurec",
     "recgrela-causal",
     "ea-sasrec",
+    "retention",
+    "gla",
+    "gated-delta",
 ]
 MAX_LEN = 16  # longer than every corpus history (10) plus the streamed events, unless a test says otherwise
 
