@@ -42,6 +42,7 @@ class ModelConfig:
     max_len: int = 200  # longest history window fed to the model
     pos: str = "learned"  # learned | none: absolute positions counted from the first real event
     time: str = "none"  # none | gap: add an embedding of the log2-bucketed gap since the previous event (needs times)
+    repeat: bool = False  # the repeat head: a learned bonus for items already in the window (model/repeat.py)
     norm_first: bool = True  # pre-LN blocks (False: post-LN, as LRURec)
     tie_output: bool = True  # score with the input item embeddings; False: a separate output table (gSASRec)
     # a non-neural baseline (longrec.baselines: popularity | personal | repeat_last) instead of the encoder: it is
@@ -277,6 +278,9 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.train.loss == "gbce" and (cfg.train.sampler != "uniform" or not 0.0 <= cfg.train.gbce_t <= 1.0):
         raise ConfigError(f"config: train.loss=gbce needs train.sampler=uniform (its calibration assumes uniform "
                           f"negatives) and train.gbce_t in [0, 1], got {cfg.train.sampler!r}, {cfg.train.gbce_t}")
+    if cfg.model.repeat and (cfg.train.loss != "ce" or cfg.train.objective != "next_item"):
+        raise ConfigError(f"config: model.repeat=true needs train.loss=ce and train.objective=next_item, got "
+                          f"{cfg.train.loss!r} and {cfg.train.objective!r}")
     if cfg.model.baseline:
         from longrec.baselines import BASELINES, baseline_config  # torch: imported only for baseline configs
 

@@ -35,15 +35,22 @@ class _ChunkedCE(torch.autograd.Function):
     gradient [I+1, D] plus one chunk of logits [chunk, I+1], whatever M (measured: docs/BENCHMARKS.md)."""
 
     @staticmethod
-    def forward(ctx: Any, h: Tensor, targets: Tensor, table: Tensor, chunk: int) -> Tensor:
+    def forward(ctx: Any, h: Tensor, targets: Tensor, table: Tensor, chunk: int, slot_rows: Tensor,
+                slot_items: Tensor, slot_bias: Tensor) -> Tensor:
         M = h.shape[0]
         grad_h = torch.empty_like(h, dtype=torch.float32)
         grad_t = torch.zeros_like(table, dtype=torch.float32)
+        grad_b = torch.empty_like(slot_bias, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         w = table.float()
-        for s in range(0, M, chunk):
+        bounds = torch.searchsorted(slot_rows, torch.arange(0, M + chunk, chunk, device=h.device)).tolist()
+        for i, s in enumerate(range(0, M, chunk)):
             hc, tc = h[s : s + chunk].float(), targets[s : s + chunk]
             p = hc @ w.T  # [C, I+1] logits, turned into d(CE)/d(logits) in place below
+            b0, b1 = bounds[i], bounds[i + 1]  # this chunk's slots: a bonus on (row, item) logits (repeat head)
+            sr, si = slot_rows[b0:b1] - s, slot_items[b0:b1]
+            if b1 > b0:
+                p.index_put_((sr, si), slot_bias[b0:b1].float(), accumulate=True)
             p[:, 0] = float("-inf")
             target_logit = p.gather(1, tc[:, None])[:, 0]  # [C]
             top = p.max(dim=-1, keepdim=True).values  # [C, 1]
@@ -51,33 +58,52 @@ class _ChunkedCE(torch.autograd.Function):
             total += (top[:, 0] + z[:, 0].log() - target_logit).sum()
             p.div_(z)  # softmax
             p[torch.arange(len(tc), device=h.device), tc] -= 1.0  # d(CE)/d(logits) = softmax - onehot
+            grad_b[b0:b1] = p[sr, si]  # d(CE)/d(bonus) = d(CE)/d(its logit)
             grad_h[s : s + chunk] = p @ w
             grad_t.addmm_(p.T, hc)
             del p  # before the next chunk's logits exist
-        ctx.save_for_backward(grad_h)
+        ctx.save_for_backward(grad_h, grad_b)
         ctx.grad_t = grad_t  # not saved: backward hands this very buffer to autograd instead of a scaled copy
-        ctx.dtypes = (h.dtype, table.dtype)
+        ctx.dtypes = (h.dtype, table.dtype, slot_bias.dtype)
         return total / max(M, 1)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, Tensor | None, None]:
-        (grad_h,) = ctx.saved_tensors
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        grad_h, grad_b = ctx.saved_tensors
         grad_t = getattr(ctx, "grad_t", None)
         if grad_t is None:
             raise RuntimeError("chunked_ce: backward can run only once (its table gradient is handed over)")
         del ctx.grad_t
         scale = grad_out / max(grad_h.shape[0], 1)
-        return (grad_h * scale).to(ctx.dtypes[0]), None, grad_t.mul_(scale).to(ctx.dtypes[1]), None
+        return ((grad_h * scale).to(ctx.dtypes[0]), None, grad_t.mul_(scale).to(ctx.dtypes[1]), None, None, None,
+                (grad_b * scale).to(ctx.dtypes[2]))
 
 
-def chunked_ce(h: Tensor, targets: Tensor, table: Tensor, chunk: int = 0) -> Tensor:
+def chunked_ce(h: Tensor, targets: Tensor, table: Tensor, chunk: int = 0,
+               slots: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """Same value and gradients as `full_ce`, without materialising the [M, I+1] logits.
-    chunk = rows per step; 0 picks about 2^20 logits per chunk (cache-sized: ~3x faster than full_ce on CPU)."""
+    chunk = rows per step; 0 picks about 2^20 logits per chunk (cache-sized: ~3x faster than full_ce on CPU).
+    slots = (rows [S] sorted, items [S], bonus [S]): bonus added to logit (row, item) (distinct pairs; the repeat
+    head's), with its gradient."""
     chunk = chunk or max(32, (1 << 20) // table.shape[0])
     if h.shape[0] == 0:
         return _no_rows(h, table)
+    if slots is None:
+        empty = torch.zeros(0, dtype=torch.long, device=h.device)
+        slots = (empty, empty, torch.zeros(0, device=h.device))
     with torch.autocast(h.device.type, enabled=False):  # fp32 logits and softmax also under a bf16 autocast
-        return _ChunkedCE.apply(h, targets, table, chunk)  # type: ignore[no-any-return]
+        return _ChunkedCE.apply(h, targets, table, chunk, *slots)  # type: ignore[no-any-return]
+
+
+def repeat_ce(h: Tensor, targets: Tensor, table: Tensor, slot_item: Tensor, slot_bias: Tensor) -> Tensor:
+    """Full CE with the repeat head's bonus: logits_{t,i} = h_t . table_i + bias_{t,m} for the window items
+    slot_item[b,t,m] = i (0 = no slot). h [B,N,D], targets [B,N] (0 = no target), slot_item/slot_bias [B,N,N]."""
+    keep = targets > 0
+    row_of = keep.flatten().long().cumsum(0).view_as(keep) - 1  # (B, N): row of each kept position
+    pick = keep[:, :, None] & (slot_item > 0)  # (B, N, N)
+    b, t, _ = pick.nonzero(as_tuple=True)  # lexicographic: rows come out sorted
+    rows = row_of[b, t]
+    return chunked_ce(h[keep], targets[keep], table, slots=(rows, slot_item[pick], slot_bias[pick]))
 
 
 def sampled_bce(h: Tensor, targets: Tensor, table: Tensor, negatives: Tensor) -> Tensor:

@@ -43,7 +43,8 @@ class Scorer(Protocol):
 
 
 class EncoderScorer:
-    """A SeqEncoder's scores: h_B = the output at the newest position, score_i = h_B . table_i."""
+    """A SeqEncoder's scores: h_B = the output at the newest position, score_i = h_B . table_i, plus the repeat
+    head's bonus for the window's items when the model has one (the query is then (h, slots))."""
 
     def __init__(self, model: Any, mask_token: int = 0) -> None:
         self.model = model
@@ -51,16 +52,33 @@ class EncoderScorer:
         self.max_len: int = model.max_len
         self.mask_token = mask_token
 
-    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> Tensor:
+    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> Any:
         self.model.eval()
-        return self.model(items, mask, times)[:, -1]  # type: ignore[no-any-return]  # [B, D]
+        h = self.model(items, mask, times)[:, -1]  # [B, D]
+        if self.model.repeat is None:
+            return h
+        slots = self.model.repeat.last(items, mask, h, times)
+        return h, slots.item[:, 0], slots.bias[:, 0]  # [B,D], [B,N], [B,N]
 
-    def scores(self, query: Tensor, c0: int, c1: int) -> Tensor:
-        return (query @ self.model.item_table()[c0:c1].T).float()  # [B, C]
+    def scores(self, query: Any, c0: int, c1: int) -> Tensor:
+        h = query[0] if isinstance(query, tuple) else query
+        s = (h @ self.model.item_table()[c0:c1].T).float()  # [B, C]
+        if isinstance(query, tuple):
+            _, item, bias = query
+            inside = (item >= c0) & (item < c1) & (item > 0)
+            rows = torch.arange(len(h), device=h.device)[:, None].expand_as(item)
+            s.index_put_((rows[inside], item[inside] - c0), bias[inside].float(), accumulate=True)
+        return s
 
-    def pick(self, query: Tensor, cands: Tensor) -> Tensor:
+    def pick(self, query: Any, cands: Tensor) -> Tensor:
+        h = query[0] if isinstance(query, tuple) else query
         table = self.model.item_table()
-        return torch.bmm(table[cands], query[:, :, None])[:, :, 0].float()  # [B, C]
+        s = torch.bmm(table[cands], h[:, :, None])[:, :, 0].float()  # [B, C]
+        if isinstance(query, tuple):
+            _, item, bias = query
+            hit = (cands[:, :, None] == item[:, None, :]) & (item[:, None, :] > 0)  # [B, C, N]
+            s = s + (hit * bias[:, None, :].float()).sum(-1)
+        return s
 
 
 def _masked_chunk(scorer: Scorer, query: Any, c0: int, c1: int, banned: Banned) -> Tensor:

@@ -12,6 +12,7 @@ from longrec.errors import ConfigError
 from longrec.mixers import build_mixer
 from longrec.mixers.base import MixerState, positions
 from longrec.model.block import Block, Dropout
+from longrec.model.repeat import RepeatHead
 from longrec.model.time import BUCKETS, gap_buckets
 
 
@@ -38,6 +39,7 @@ class SeqEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(D) if cfg.norm_first else nn.Identity()
         self.apply(_init)
+        self.repeat = RepeatHead(D) if cfg.repeat else None  # after _init: its zeros make it start as a no-op
 
     @property
     def layers(self) -> list[Block]:

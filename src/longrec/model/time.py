@@ -18,6 +18,11 @@ def gap_buckets(times: Tensor, prev: Tensor | None = None) -> Tensor:
     -> [B,N] int64 in 0..BUCKETS-1: 1 + min(floor(log2(1 + gap)), BUCKETS - 2), or 0 without both times."""
     B = times.shape[0]
     before = prev[:, None] if prev is not None else times.new_full((B, 1), float("nan"))
-    gap = times - torch.cat([before, times[:, :-1]], dim=1)  # (B, N): NaN where either time is missing
+    return bucket(times - torch.cat([before, times[:, :-1]], dim=1))  # (B, N): NaN where either time is missing
+
+
+def bucket(gap: Tensor) -> Tensor:
+    """Gaps in seconds, any shape (NaN = unknown) -> int64 buckets: 0 unknown, else 1 + floor(log2(1 + gap)) capped
+    at BUCKETS - 1 (negative gaps count as 0)."""
     b = 1 + torch.log2(1 + gap.clamp(min=0)).floor().clamp(max=BUCKETS - 2)
     return torch.where(gap.isnan(), 0, b.nan_to_num(0)).long()

@@ -102,6 +102,9 @@ class Recommender:
         self.name = name
         self.device = next(model.parameters()).device
         self.mode = stream_mode(model) if mode is None else mode
+        if model.repeat is not None:
+            raise ConfigError(f"model '{name}' has a repeat head (model.repeat=true): serving it is not supported yet "
+                              "(its bonus needs each user's item counts beside the state); evaluate it offline")
         if self.mode != StreamMode.NONE and not model.causal:
             raise ConfigError(f"model '{name}' has global (bidirectional) mixers: it cannot stream ({self.mode.value})")
         self.mask_token = mask_token_id

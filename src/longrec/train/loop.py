@@ -168,7 +168,7 @@ def train_step(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimiz
     """One optimiser step on `batch` (its loss scaled by `weight`, gradients clipped); returns the unscaled loss."""
     b = batch.to(device)
     with _autocast(device, train.bf16):
-        loss = batch_loss(net, model.item_table(), b, loss_fn, gen)
+        loss = batch_loss(net, model.item_table(), b, loss_fn, gen, model.repeat)
     opt.zero_grad(set_to_none=True)
     (loss * weight).backward()
     if train.grad_clip > 0:

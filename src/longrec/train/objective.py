@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from longrec.config import TrainConfig
 from longrec.data.loader import Batch
-from longrec.losses import chunked_ce, gbce, sampled_bce, sampled_softmax, select, uniform_negatives
+from longrec.losses import chunked_ce, gbce, repeat_ce, sampled_bce, sampled_softmax, select, uniform_negatives
+from longrec.model.repeat import RepeatHead
 
 # (targets [B,N] with 0 = no target, k, generator) -> (negative ids [B,K], log-probability of drawing each [B,K])
 Sampler = Callable[[Tensor, int, "torch.Generator | None"], tuple[Tensor, Tensor]]
@@ -80,6 +81,12 @@ def make_loss(train: TrainConfig, num_items: int, item_counts: Callable[[], Tens
     return losses[train.loss]
 
 
-def batch_loss(net: nn.Module, table: Tensor, b: Batch, loss: LossFn, gen: torch.Generator | None) -> Tensor:
-    """The mean loss over the positions of `b` that have a target; net(items, mask, times) -> h [B,N,D]."""
-    return loss(net(b.items, b.mask, b.times), b.targets, table, gen)
+def batch_loss(net: nn.Module, table: Tensor, b: Batch, loss: LossFn, gen: torch.Generator | None,
+               repeat: RepeatHead | None = None) -> Tensor:
+    """The mean loss over the positions of `b` that have a target; net(items, mask, times) -> h [B,N,D]. With a
+    repeat head the loss is full CE with its bonus (the config allows the head with train.loss=ce only)."""
+    h = net(b.items, b.mask, b.times)
+    if repeat is None:
+        return loss(h, b.targets, table, gen)
+    slots = repeat(b.items, b.mask, h, b.times)
+    return repeat_ce(h, b.targets, table, slots.item, slots.bias)
