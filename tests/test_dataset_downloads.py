@@ -19,6 +19,7 @@ from longrec.data.stream import load_large_corpus
 from longrec.errors import DataError
 from longrec.registry import Registry
 from test_dataset_formats import KUAI_HEADER, LASTFM, LASTFM_ROWS, LASTFM_SEQS, kuai, seqs, tar_gz, zip_file
+from tests_helpers import files_under
 
 
 @dataclass
@@ -66,9 +67,6 @@ def publish(site: Site, monkeypatch: pytest.MonkeyPatch, name: str, content: byt
     monkeypatch.setattr(datasets, "DATASETS", reg)
     return ds
 
-
-def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 def one_line_error(name: str) -> str:

@@ -23,6 +23,7 @@ from longrec.data.prepare import build_corpus
 from longrec.data.readers import Columns, RawLog, read_log
 from longrec.errors import DataError
 from longrec.registry import Registry
+from tests_helpers import files_under
 
 # ---------------------------------------------------------------- statistics of the stored datasets (README)
 
@@ -110,9 +111,6 @@ def toy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, server: tuple[str, Path
     monkeypatch.setenv("LONGREC_CACHE_DIR", str(tmp_path / "cache"))
     return ds
 
-
-def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 def put(root: Path, relpath: str, data: bytes) -> Path:

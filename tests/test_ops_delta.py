@@ -10,13 +10,12 @@ from torch import Tensor
 from longrec.ops.backend import Backend
 from longrec.ops.delta import gated_delta_rule
 from longrec.ops.delta.chunked import chunked_gated_delta
+from tests_helpers import assert_match, rel_rms
+
+GRADS = "q k v g beta S0"  # the inputs whose gradients `run` returns, in order
 
 F64 = 1e-10  # relative RMS error in float64: the two paths differ only by rounding
 F32 = 5e-3  # DESIGN §3.6, fp32
-
-
-def rel_rms(a: Tensor, b: Tensor) -> float:
-    return float((a.double() - b.double()).pow(2).mean().sqrt() / b.double().pow(2).mean().sqrt().clamp_min(1e-30))
 
 
 def inputs(
@@ -55,17 +54,6 @@ def run(
     return o.detach(), final.detach(), grads  # type: ignore[return-value]
 
 
-def assert_match(
-    got: tuple[Tensor, Tensor, list[Tensor]], ref: tuple[Tensor, Tensor, list[Tensor]], tol: float
-) -> None:
-    (o, s, grads), (o_ref, s_ref, g_ref) = got, ref
-    assert o.shape == o_ref.shape and s.shape == s_ref.shape
-    assert rel_rms(o, o_ref) < tol, f"o: {rel_rms(o, o_ref):.2e}"
-    assert rel_rms(s, s_ref) < tol, f"final state: {rel_rms(s, s_ref):.2e}"
-    for name, gr, gr_ref in zip("q k v g beta S0".split(), grads, g_ref, strict=False):
-        assert gr.shape == gr_ref.shape and rel_rms(gr, gr_ref) < tol, f"d{name}: {rel_rms(gr, gr_ref):.2e}"
-
-
 CASES = [  # (B, H, N, K, V, left pad, chunk): N off the chunk grid, K != V, N = 1, B = 1, all-pad chunks, chunk sizes
     (2, 3, 63, 12, 20, 0, 16),
     (2, 2, 130, 8, 9, 37, 32),
@@ -83,14 +71,15 @@ CASES = [  # (B, H, N, K, V, left pad, chunk): N off the chunk grid, K != V, N =
 def test_chunked_matches_naive(B: int, H: int, N: int, K: int, V: int, pad: int, chunk: int, with_state: bool) -> None:
     q, k, v, g, beta, s0 = inputs(B, H, N, K, V, pad, seed=N + K)
     init = s0 if with_state else None
-    assert_match(run(Backend.CHUNKED, q, k, v, g, beta, init, chunk), run(Backend.NAIVE, q, k, v, g, beta, init), F64)
+    got = run(Backend.CHUNKED, q, k, v, g, beta, init, chunk)
+    assert_match(got, run(Backend.NAIVE, q, k, v, g, beta, init), F64, GRADS)
 
 
 def test_float32_within_the_design_tolerance() -> None:
     q, k, v, g, beta, s0 = inputs(2, 2, 100, 16, 16, 9, seed=5, dtype=torch.float32)
     got = run(Backend.CHUNKED, q, k, v, g, beta, s0)
     assert got[0].dtype == torch.float32
-    assert_match(got, run(Backend.NAIVE, q, k, v, g, beta, s0), F32)
+    assert_match(got, run(Backend.NAIVE, q, k, v, g, beta, s0), F32, GRADS)
 
 
 def test_strong_decays_never_overflow() -> None:
@@ -102,7 +91,7 @@ def test_strong_decays_never_overflow() -> None:
     for chunk in (16, 64):
         got = run(Backend.CHUNKED, q, k, v, g, beta, s0, chunk)
         assert all(torch.isfinite(t).all() for t in (got[0], got[1], *got[2]))
-        assert_match(got, run(Backend.NAIVE, q, k, v, g, beta, s0), F32)
+        assert_match(got, run(Backend.NAIVE, q, k, v, g, beta, s0), F32, GRADS)
 
 
 @pytest.mark.parametrize("backend", [Backend.CHUNKED, Backend.NAIVE])

@@ -9,13 +9,12 @@ from torch import Tensor
 from longrec.ops.backend import Backend
 from longrec.ops.gla import gated_linear_attn
 from longrec.ops.gla.chunked import chunked_gla
+from tests_helpers import assert_match, rel_rms
+
+GRADS = "q k v g S0"  # the inputs whose gradients `run` returns, in order
 
 F64 = 1e-10  # relative RMS error in float64: the two paths differ only by rounding
 F32 = 5e-3  # DESIGN §3.6, fp32
-
-
-def rel_rms(a: Tensor, b: Tensor) -> float:
-    return float((a.double() - b.double()).pow(2).mean().sqrt() / b.double().pow(2).mean().sqrt().clamp_min(1e-30))
 
 
 def inputs(
@@ -62,17 +61,6 @@ def run(
     return o.detach(), final.detach(), grads  # type: ignore[return-value]
 
 
-def assert_match(
-    got: tuple[Tensor, Tensor, list[Tensor]], ref: tuple[Tensor, Tensor, list[Tensor]], tol: float
-) -> None:
-    (o, s, grads), (o_ref, s_ref, g_ref) = got, ref
-    assert o.shape == o_ref.shape and s.shape == s_ref.shape
-    assert rel_rms(o, o_ref) < tol, f"o: {rel_rms(o, o_ref):.2e}"
-    assert rel_rms(s, s_ref) < tol, f"final state: {rel_rms(s, s_ref):.2e}"
-    for name, gr, gr_ref in zip("q k v g S0".split(), grads, g_ref, strict=False):
-        assert gr.shape == gr_ref.shape and rel_rms(gr, gr_ref) < tol, f"d{name}: {rel_rms(gr, gr_ref):.2e}"
-
-
 CASES = [  # (B, H, N, K, V, left pad, chunk): N off the chunk grid, K != V, N = 1, B = 1, all-pad chunks, chunk sizes
     (2, 3, 63, 12, 20, 0, 16),
     (2, 2, 130, 8, 9, 37, 32),
@@ -95,14 +83,14 @@ def test_chunked_matches_naive(
     if per_head:
         g = g[..., None]  # (B, H, N, 1): the dispatcher's layout for one decay per head
     init = s0 if with_state else None
-    assert_match(run(Backend.CHUNKED, q, k, v, g, init, chunk), run(Backend.NAIVE, q, k, v, g, init), F64)
+    assert_match(run(Backend.CHUNKED, q, k, v, g, init, chunk), run(Backend.NAIVE, q, k, v, g, init), F64, GRADS)
 
 
 def test_float32_within_the_design_tolerance() -> None:
     q, k, v, g, s0 = inputs(2, 2, 100, 16, 16, 9, seed=5, dtype=torch.float32)
     got = run(Backend.CHUNKED, q, k, v, g, s0)
     assert got[0].dtype == torch.float32
-    assert_match(got, run(Backend.NAIVE, q, k, v, g, s0), F32)
+    assert_match(got, run(Backend.NAIVE, q, k, v, g, s0), F32, GRADS)
 
 
 @pytest.mark.parametrize(("dtype", "strength"), [(torch.float32, 5.0), (torch.float64, 60.0)], ids=["fp32", "fp64"])
@@ -115,7 +103,7 @@ def test_strong_decays_never_overflow(dtype: torch.dtype, strength: float) -> No
     for chunk in (16, 64):
         got = run(Backend.CHUNKED, q, k, v, g, s0, chunk)
         assert all(torch.isfinite(t).all() for t in (got[0], got[1], *got[2]))
-        assert_match(got, run(Backend.NAIVE, q, k, v, g, s0), F32 if dtype == torch.float32 else F64)
+        assert_match(got, run(Backend.NAIVE, q, k, v, g, s0), F32 if dtype == torch.float32 else F64, GRADS)
 
 
 def test_per_head_decay_equals_the_same_decay_on_every_channel() -> None:

@@ -19,6 +19,7 @@ from longrec.data import datasets
 from longrec.data.datasets import NamedDataset, Upstream, load_corpus, resolve
 from longrec.errors import DataError
 from longrec.registry import Registry
+from tests_helpers import files_under
 
 pytestmark = needs_data
 
@@ -133,9 +134,6 @@ def local_upstream(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, u
     monkeypatch.setenv("LONGREC_CACHE_DIR", str(tmp_path / "cache"))
     return ds
 
-
-def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 @pytest.mark.parametrize("name", ["assist2017-pid", "foursquare-nyc-stan"])
