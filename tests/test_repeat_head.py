@@ -15,7 +15,7 @@ from longrec.errors import ConfigError
 from longrec.losses import full_ce, repeat_ce
 from longrec.metrics import ranks_from_scores
 from longrec.model.encoder import build_model
-from longrec.model.repeat import AGE_BUCKETS, COUNT_BUCKETS, RepeatHead
+from longrec.model.repeat import AGE_BUCKETS, COUNT_BUCKETS, SCALE, RepeatHead
 from longrec.model.time import bucket
 from longrec.scoring import EncoderScorer, banned_pairs, ranks
 from longrec.serve import Recommender
@@ -50,7 +50,7 @@ def brute(head: RepeatHead, items: torch.Tensor, times: torch.Tensor, h: torch.T
         count_b = min(int(math.log2(count)), COUNT_BUCKETS - 1)
         gap_b = int(bucket(times[b, t] - times[b, m]))
         with torch.no_grad():
-            out[i] = float(head.w_age[age_b] + head.w_count[count_b] + head.w_gap[gap_b] + h[b, t] @ head.u)
+            out[i] = SCALE * float(head.w_age[age_b] + head.w_count[count_b] + head.w_gap[gap_b] + h[b, t] @ head.u)
     return out
 
 
