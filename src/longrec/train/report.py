@@ -32,6 +32,7 @@ def row(res: dict[str, Any], run: str) -> list[str]:
             f" {k}={v}" for k, v in m.get("baseline_args", {}).items())
     else:
         model = m["mixer"] + "".join(f" {k}={v}" for k, v in m["mixer_args"].items())
+        model += " + repeat head" * bool(m.get("repeat")) + " + time gaps" * (m.get("time", "none") != "none")
         model += f"; {training_objective(cfg['train'])}"
     return [
         run, cfg["data"]["name"], model, f"{t['ndcg@10']:.4f}", f"{t['recall@10']:.4f}", f"{t['mrr@10']:.4f}",
