@@ -7,6 +7,7 @@ left-padded history windows into a query once (`encode`), then scores any item r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -42,9 +43,19 @@ class Scorer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class EncoderQuery:
+    """h [B,D], the encoder output at the newest position; with a repeat head, its bonus for the window's items:
+    item [B,N] ids (0 = none) and bias [B,N]."""
+
+    h: Tensor
+    item: Tensor | None = None
+    bias: Tensor | None = None
+
+
 class EncoderScorer:
-    """A SeqEncoder's scores: h_B = the output at the newest position, score_i = h_B . table_i, plus the repeat
-    head's bonus for the window's items when the model has one (the query is then (h, slots))."""
+    """A SeqEncoder's scores: score_i = h . table_i, plus the repeat head's bonus for the window's items when the
+    model has one."""
 
     def __init__(self, model: Any, mask_token: int = 0) -> None:
         self.model = model
@@ -52,32 +63,28 @@ class EncoderScorer:
         self.max_len: int = model.max_len
         self.mask_token = mask_token
 
-    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> Any:
+    def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> EncoderQuery:
         self.model.eval()
         h = self.model(items, mask, times)[:, -1]  # [B, D]
         if self.model.repeat is None:
-            return h
+            return EncoderQuery(h)
         slots = self.model.repeat.last(items, mask, h, times)
-        return h, slots.item[:, 0], slots.bias[:, 0]  # [B,D], [B,N], [B,N]
+        return EncoderQuery(h, slots.item[:, 0], slots.bias[:, 0])
 
-    def scores(self, query: Any, c0: int, c1: int) -> Tensor:
-        h = query[0] if isinstance(query, tuple) else query
-        s = (h @ self.model.item_table()[c0:c1].T).float()  # [B, C]
-        if isinstance(query, tuple):
-            _, item, bias = query
-            inside = (item >= c0) & (item < c1) & (item > 0)
-            rows = torch.arange(len(h), device=h.device)[:, None].expand_as(item)
-            s.index_put_((rows[inside], item[inside] - c0), bias[inside].float(), accumulate=True)
+    def scores(self, query: EncoderQuery, c0: int, c1: int) -> Tensor:
+        s = (query.h @ self.model.item_table()[c0:c1].T).float()  # [B, C]
+        if query.item is not None and query.bias is not None:
+            inside = (query.item >= c0) & (query.item < c1) & (query.item > 0)
+            rows = torch.arange(len(query.h), device=s.device)[:, None].expand_as(query.item)
+            s.index_put_((rows[inside], query.item[inside] - c0), query.bias[inside].float(), accumulate=True)
         return s
 
-    def pick(self, query: Any, cands: Tensor) -> Tensor:
-        h = query[0] if isinstance(query, tuple) else query
+    def pick(self, query: EncoderQuery, cands: Tensor) -> Tensor:
         table = self.model.item_table()
-        s = torch.bmm(table[cands], h[:, :, None])[:, :, 0].float()  # [B, C]
-        if isinstance(query, tuple):
-            _, item, bias = query
-            hit = (cands[:, :, None] == item[:, None, :]) & (item[:, None, :] > 0)  # [B, C, N]
-            s = s + (hit * bias[:, None, :].float()).sum(-1)
+        s = torch.bmm(table[cands], query.h[:, :, None])[:, :, 0].float()  # [B, C]
+        if query.item is not None and query.bias is not None:
+            hit = (cands[:, :, None] == query.item[:, None, :]) & (query.item[:, None, :] > 0)  # [B, C, N]
+            s = s + (hit * query.bias[:, None, :].float()).sum(-1)
         return s
 
 

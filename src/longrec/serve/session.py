@@ -15,7 +15,7 @@ from longrec.data.corpus import Corpus
 from longrec.errors import ConfigError, LongrecError
 from longrec.mixers.base import MixerState
 from longrec.model.encoder import SeqEncoder, mask_token
-from longrec.scoring import EncoderScorer, banned_pairs, top_k
+from longrec.scoring import EncoderQuery, EncoderScorer, banned_pairs, top_k
 from longrec.serve.store import EventKey, StateStore, UserRecord, open_store
 from longrec.serve.stream import STREAMERS, Streamer, StreamMode, encode_last, stream_mode
 from longrec.train.run import load_run
@@ -235,7 +235,7 @@ class Recommender:
         """h [B,D] -> per row the k best items (PAD and the excluded indices never ranked), best first."""
         if k < 1:
             raise ServeError(f"k must be at least 1, got {k}")
-        vals, idx = top_k(self.scorer, h, k, banned_pairs(exclude, self.device), ITEM_CHUNK)
+        vals, idx = top_k(self.scorer, EncoderQuery(h), k, banned_pairs(exclude, self.device), ITEM_CHUNK)
         return [
             [Scored(self.item_ids[i], v) for v, i in zip(vr, ir, strict=True) if not math.isinf(v)]
             for vr, ir in zip(vals.tolist(), idx.tolist(), strict=True)
