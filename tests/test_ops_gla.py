@@ -9,7 +9,7 @@ from torch import Tensor
 from longrec.ops.backend import Backend
 from longrec.ops.gla import gated_linear_attn
 from longrec.ops.gla.chunked import chunked_gla
-from tests_helpers import assert_match, rel_rms
+from tests_helpers import assert_match, rel_rms, with_grads
 
 GRADS = "q k v g S0"  # the inputs whose gradients `run` returns, in order
 
@@ -46,19 +46,12 @@ def run(
     backend: Backend, q: Tensor, k: Tensor, v: Tensor, g: Tensor, s0: Tensor | None, chunk: int = 16
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Output, final state and the gradients of a random loss of both w.r.t. q, k, v, g (and s0 when given)."""
-    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, g) + ((s0,) if s0 is not None else ())]
-    s = leaves[4] if s0 is not None else None
-    if backend is Backend.CHUNKED:
-        o, final = chunked_gla(*leaves[:4], initial_state=s, output_final_state=True, chunk=chunk)
-    else:
-        o, final = gated_linear_attn(*leaves[:4], initial_state=s, output_final_state=True, backend=backend)
-    assert final is not None
-    gen = torch.Generator().manual_seed(7)
-    do, dS = torch.randn(o.shape, generator=gen, dtype=o.dtype), torch.randn(final.shape, generator=gen, dtype=o.dtype)
-    ((o * do).sum() + (final * dS).sum()).backward()
-    grads = [t.grad for t in leaves]
-    assert all(gr is not None for gr in grads)
-    return o.detach(), final.detach(), grads  # type: ignore[return-value]
+    def op(*a: Tensor, initial_state: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if backend is Backend.CHUNKED:
+            return chunked_gla(*a, initial_state=initial_state, output_final_state=True, chunk=chunk)
+        return gated_linear_attn(*a, initial_state=initial_state, output_final_state=True, backend=backend)
+
+    return with_grads(op, (q, k, v, g), s0)
 
 
 CASES = [  # (B, H, N, K, V, left pad, chunk): N off the chunk grid, K != V, N = 1, B = 1, all-pad chunks, chunk sizes

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 
@@ -39,3 +41,18 @@ def assert_match(got: tuple[Tensor, Tensor, list[Tensor]], ref: tuple[Tensor, Te
 def files_under(root: Path) -> list[Path]:
     """Every file below root (none when it does not exist): what a failed command must not leave behind."""
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def with_grads(op: Callable[..., tuple[Tensor, Tensor | None]], inputs: tuple[Tensor, ...],
+               s0: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """op(*inputs, initial_state=s0) -> (output, final state), and the gradients of a fixed random loss of both
+    w.r.t. every input (and s0 when given): what an op is compared against its oracle on."""
+    leaves = [t.detach().clone().requires_grad_() for t in (*inputs, *((s0,) if s0 is not None else ()))]
+    o, final = op(*leaves[: len(inputs)], initial_state=leaves[-1] if s0 is not None else None)
+    assert final is not None
+    gen = torch.Generator().manual_seed(7)
+    do, dS = torch.randn(o.shape, generator=gen, dtype=o.dtype), torch.randn(final.shape, generator=gen, dtype=o.dtype)
+    ((o * do).sum() + (final * dS).sum()).backward()
+    grads = [t.grad for t in leaves]
+    assert all(gr is not None for gr in grads)
+    return o.detach(), final.detach(), grads  # type: ignore[return-value]
