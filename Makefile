@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make train   install, then train + evaluate the default SASRec on ML-1M (prints the test metrics)
-#   make test    install, then lint, type-check and run the test suite (what CI runs)
+#   make test    install, then lint, type-check, install redis-server if missing, run the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -29,5 +29,7 @@ lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
+# the Redis store's tests need a redis-server binary (they start their own): installed here when missing
 test: lint
+	bash scripts/ensure-redis.sh
 	$(BIN)/python -m pytest
