@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from longrec.errors import ConfigError
+from longrec.ops.window import last_occurrence
 from longrec.registry import Registry
 
 
@@ -93,7 +94,7 @@ class Personal(_Baseline):
         w = self.decay**age * mask  # (B, N)
         if self.decay == 1.0:
             # + 0.5 * recency in (0, 0.5] on the item's last event only: counts stay apart, equal counts are ordered
-            last = _last_occurrence(items, mask)  # (B, N) bool
+            last = last_occurrence(items, mask)  # (B, N) bool
             w = w + 0.5 * last * (N - age) / (N + 1)
         return items, w
 
@@ -107,19 +108,7 @@ class RepeatLast(_Baseline):
     def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> tuple[Tensor, Tensor]:
         B, N = items.shape
         recency = torch.arange(1, N + 1, device=items.device, dtype=torch.float64) / (N + 1)  # (N,) in (0, 1)
-        return items, _last_occurrence(items, mask) * recency
-
-
-def _last_occurrence(items: Tensor, mask: Tensor) -> Tensor:
-    """[B,N] bool: True where a real event is its item's last occurrence in the row."""
-    B, N = items.shape
-    # an event is the last of its item when no later position holds the same item: compare against the
-    # position of the item's last occurrence, found by scattering positions (later ones win with amax)
-    pos = torch.arange(N, device=items.device).expand(B, N)
-    last_pos = torch.full((B, int(items.max()) + 1 if items.numel() else 1), -1, dtype=torch.long,
-                          device=items.device)
-    last_pos.scatter_reduce_(1, items, torch.where(mask, pos, -1), reduce="amax")
-    return mask & (last_pos.gather(1, items) == pos)
+        return items, last_occurrence(items, mask) * recency
 
 
 BASELINES: Registry[type[_Baseline]] = Registry("baseline")

@@ -70,12 +70,13 @@ def sweep(runs: list[Path], windows: list[str | int], split: str, long: int, bat
         key = (splits.corpus.user_ids[rows.users].astype(str).tolist(), rows.ends.tolist())
         if users_key is not None and key != users_key:
             raise LongrecError(f"{run}: its {split} users differ from {runs[0]}'s; a paired sweep needs the same rows")
+        if users_key is None:  # the same rows in every run (checked above): computed once
+            repeat = repeats(splits.corpus, rows.users, rows.ends)
         users_key = key
         ecfg = dataclasses.replace(cfg.eval, batch_size=batch, sampled="none",
                                    mask_history=cfg.eval.mask_history if mask_history is None else mask_history)
         device = next(scorer.model.parameters()).device if isinstance(scorer, EncoderScorer) else torch.device("cpu")
         full = int(rows.ends.max())
-        repeat = repeats(splits.corpus, rows.users, rows.ends)
         learned = isinstance(scorer, EncoderScorer) and scorer.model.pos_emb is not None
         for w in windows:
             n = scorer.max_len if w == "own" else full if w == "full" else int(w)

@@ -35,6 +35,31 @@ class TokenMixer(Protocol):
 MIXERS: Registry[type[nn.Module]] = Registry("mixer")
 
 
+class StatefulOpMixer(nn.Module):
+    """forward, prefill and step of a causal mixer written once over its `_run(x, mask, state, final)`: x [B,N,D],
+    mask [B,N], state (init_state's layout) or None = empty -> (y [B,N,D] zero at pads, the state after the window;
+    complete when `final`). step runs the same computation with N = 1 (retention, gla, gated_delta)."""
+
+    causal = True
+
+    def _run(self, x: Tensor, mask: Tensor, state: MixerState | None, final: bool) -> tuple[Tensor, MixerState]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x [B,N,D], mask [B,N] -> y [B,N,D], zero at pads."""
+        return self._run(x, mask, None, False)[0]
+
+    def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
+        """forward() plus the state after the window."""
+        return self._run(x, mask, None, True)
+
+    def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
+        """x_t [B,D] -> (y_t [B,D], state): one update through the same op with N = 1."""
+        real = torch.ones(x_t.shape[0], 1, dtype=torch.bool, device=x_t.device)
+        y, new = self._run(x_t[:, None], real, state, True)
+        return y[:, 0], new
+
+
 def build_mixer(name: str, dim: int, heads: int, dropout: float, args: dict[str, Any]) -> nn.Module:
     """Instantiate a registered mixer; `args` is validated against its config dataclass."""
     entry = MIXERS.get(name)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longrec.errors import ConfigError
-from longrec.mixers.base import MIXERS, MixerState
+from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer
 from longrec.mixers.gla import gated_head_norm, head_width, op_backend
 from longrec.ops.delta import gated_delta_rule
 
@@ -33,10 +33,8 @@ class GatedDeltaConfig:
     backend: str = "chunked"  # gated_delta_rule backend: chunked (torch, WY form, default) | naive (the oracle)
 
 
-class GatedDeltaMixer(nn.Module):
+class GatedDeltaMixer(StatefulOpMixer):
     """Gated delta rule over left-padded windows; step() is one state update, O(H d²) per event."""
-
-    causal = True
 
     def __init__(self, dim: int, heads: int, dropout: float, cfg: GatedDeltaConfig) -> None:
         super().__init__()  # dropout: no attention matrix to drop from; the block drops the mixer output
@@ -83,13 +81,6 @@ class GatedDeltaMixer(nn.Module):
             new["S"] = S
         return self.out(gated_head_norm(o, r, self.norm_weight, self.eps)) * m, new
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x [B,N,D], mask [B,N] -> y [B,N,D], zero at pads."""
-        return self._run(x, mask, None, False)[0]
-
-    def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
-        """forward() plus the state after the window: the op's final state and the conv's last inputs."""
-        return self._run(x, mask, None, True)
 
     def init_state(self, batch: int, device: torch.device) -> MixerState | None:
         H, d, dt = self.heads, self.head_dim, self.out.weight.dtype
@@ -97,12 +88,6 @@ class GatedDeltaMixer(nn.Module):
         if self.conv is not None:
             state["conv"] = torch.zeros(batch, self.kernel - 1, 3 * H * d, device=device, dtype=dt)
         return state
-
-    def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
-        """x_t [B,D] -> (y_t [B,D], state): one update through the same op with N = 1."""
-        real = torch.ones(x_t.shape[0], 1, dtype=torch.bool, device=x_t.device)
-        y, new = self._run(x_t[:, None], real, state, True)
-        return y[:, 0], new
 
 
 MIXERS.register("gated_delta", GatedDeltaMixer, GatedDeltaConfig)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longrec.errors import ConfigError
-from longrec.mixers.base import MIXERS, MixerState
+from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer
 from longrec.ops.backend import Backend
 from longrec.ops.gla import gated_linear_attn
 
@@ -57,10 +57,8 @@ class GLAConfig:
     backend: str = "chunked"  # gated_linear_attn backend: chunked (torch, default) | naive (the oracle, tests)
 
 
-class GLAMixer(nn.Module):
+class GLAMixer(StatefulOpMixer):
     """Gated linear attention over left-padded windows; step() is one state update, O(H K V) per event."""
-
-    causal = True
 
     def __init__(self, dim: int, heads: int, dropout: float, cfg: GLAConfig) -> None:
         super().__init__()  # dropout: no attention matrix to drop from; the block drops the mixer output
@@ -76,37 +74,23 @@ class GLAMixer(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(self.head_v))  # the norm's affine weight, shared by the heads
         self.out = nn.Linear(HV, dim, bias=False)
 
-    def _run(self, x: Tensor, mask: Tensor, S0: Tensor | None, final: bool) -> tuple[Tensor, Tensor | None]:
-        """x [B,N,D], mask [B,N], S0 [B,H,K,V] or None -> (y [B,N,D] zero at pads, state after the window or None)."""
+    def _run(self, x: Tensor, mask: Tensor, state: MixerState | None, final: bool) -> tuple[Tensor, MixerState]:
+        """x [B,N,D], mask [B,N], state {"S": [B,H,K,V]} or None -> (y [B,N,D] zero at pads, {"S": the state after
+        the window} when `final`, else {})."""
         B, N, D = x.shape
         H, K, V = self.heads, self.head_k, self.head_v
         m = mask[..., None].to(x.dtype)  # (B, N, 1)
         q, k, v, r = self.proj(x).split([H * K, H * K, H * V, H * V], dim=-1)  # (B, N, H*K or H*V)
         g = F.logsigmoid(self.decay(x)) / self.tau  # (B, N, H*K): log α per key channel
         q, k, v, g = (t.reshape(B, N, H, -1).transpose(1, 2) for t in (q * K**-0.5, k * m, v * m, g * m))  # (B,H,N,·)
+        S0 = state["S"] if state is not None else None
         o, S = gated_linear_attn(q, k, v, g, S0, final, self.backend)  # (B, H, N, V)
-        return self.out(gated_head_norm(o, r, self.norm_weight, self.eps)) * m, S
+        return self.out(gated_head_norm(o, r, self.norm_weight, self.eps)) * m, ({"S": S} if S is not None else {})
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x [B,N,D], mask [B,N] -> y [B,N,D], zero at pads."""
-        return self._run(x, mask, None, False)[0]
-
-    def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
-        """forward() plus the state after the window: the op's final state."""
-        y, S = self._run(x, mask, None, True)
-        assert S is not None
-        return y, {"S": S}
 
     def init_state(self, batch: int, device: torch.device) -> MixerState | None:
         dt = self.out.weight.dtype
         return {"S": torch.zeros(batch, self.heads, self.head_k, self.head_v, device=device, dtype=dt)}
-
-    def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
-        """x_t [B,D] -> (y_t [B,D], state): one update through the same op with N = 1."""
-        real = torch.ones(x_t.shape[0], 1, dtype=torch.bool, device=x_t.device)
-        y, S = self._run(x_t[:, None], real, state["S"], True)
-        assert S is not None
-        return y[:, 0], {"S": S}
 
 
 MIXERS.register("gla", GLAMixer, GLAConfig)

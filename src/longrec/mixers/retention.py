@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from longrec.errors import ConfigError
-from longrec.mixers.base import MIXERS, MixerState
+from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer
 from longrec.mixers.gla import gated_head_norm, head_width, op_backend
 from longrec.ops.gla import gated_linear_attn
 
@@ -47,10 +47,8 @@ def decay_schedule(cfg: RetentionConfig, heads: int) -> Tensor:
     return 1 - 2.0 ** -SCHEDULES[cfg.schedule](heads, cfg.exp_min, cfg.exp_max)
 
 
-class RetentionMixer(nn.Module):
+class RetentionMixer(StatefulOpMixer):
     """Multi-scale retention over left-padded windows; step() is one state update, O(H d²) per event."""
-
-    causal = True
 
     def __init__(self, dim: int, heads: int, dropout: float, cfg: RetentionConfig) -> None:
         super().__init__()  # dropout: no attention matrix to drop from; the block drops the mixer output
@@ -71,37 +69,23 @@ class RetentionMixer(nn.Module):
         """[H]: log γ_h, in the parameters' dtype."""
         return -self.decay_log.to(self.out.weight.dtype).exp()
 
-    def _run(self, x: Tensor, mask: Tensor, S0: Tensor | None, final: bool) -> tuple[Tensor, Tensor | None]:
-        """x [B,N,D], mask [B,N], S0 [B,H,d,d] or None -> (y [B,N,D] zero at pads, state after the window or None)."""
+    def _run(self, x: Tensor, mask: Tensor, state: MixerState | None, final: bool) -> tuple[Tensor, MixerState]:
+        """x [B,N,D], mask [B,N], state {"S": [B,H,d,d]} or None -> (y [B,N,D] zero at pads, {"S": the state after
+        the window} when `final`, else {})."""
         B, N, D = x.shape
         H, d = self.heads, self.head_dim
         m = mask[..., None].to(x.dtype)  # (B, N, 1)
         q, k, v, r = self.proj(x).chunk(4, dim=-1)  # (B, N, D) each
         q, k, v = (t.reshape(B, N, H, d).transpose(1, 2) for t in (q / math.sqrt(d), k * m, v * m))  # (B, H, N, d)
         g = self.log_decay()[None, :, None] * mask[:, None, :].to(x.dtype)  # (B, H, N): log γ_h, 0 at pads
+        S0 = state["S"] if state is not None else None
         o, S = gated_linear_attn(q, k, v, g, S0, final, self.backend)  # (B, H, N, d)
-        return self.out(gated_head_norm(o, r, None, self.eps)) * m, S
+        return self.out(gated_head_norm(o, r, None, self.eps)) * m, ({"S": S} if S is not None else {})
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x [B,N,D], mask [B,N] -> y [B,N,D], zero at pads."""
-        return self._run(x, mask, None, False)[0]
-
-    def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
-        """forward() plus the state after the window: the op's final state."""
-        y, S = self._run(x, mask, None, True)
-        assert S is not None
-        return y, {"S": S}
 
     def init_state(self, batch: int, device: torch.device) -> MixerState | None:
         H, d, dt = self.heads, self.head_dim, self.out.weight.dtype
         return {"S": torch.zeros(batch, H, d, d, device=device, dtype=dt)}
-
-    def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
-        """x_t [B,D] -> (y_t [B,D], state): one update through the same op with N = 1."""
-        real = torch.ones(x_t.shape[0], 1, dtype=torch.bool, device=x_t.device)
-        y, S = self._run(x_t[:, None], real, state["S"], True)
-        assert S is not None
-        return y[:, 0], {"S": S}
 
 
 MIXERS.register("retention", RetentionMixer, RetentionConfig)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from longrec.model.time import BUCKETS as TIME_BUCKETS
 from longrec.model.time import bucket as time_bucket
+from longrec.ops.window import last_occurrence
 
 # The bonuses must reach the logits' scale (several units) in a few hundred steps, and Adam moves a parameter by
 # about lr per step whatever its gradient: the head's parameters are scaled up in the forward, a learning-rate
@@ -75,13 +76,10 @@ class RepeatHead(nn.Module):
         B, N = items.shape
         real = mask & (items > 0)
         width = int(items.max()) + 1 if items.numel() else 1
-        idx = torch.arange(N, device=items.device).expand(B, N)
         counts = torch.zeros(B, width, dtype=torch.long, device=items.device)
         counts.scatter_add_(1, items, real.long())
-        last = torch.full((B, width), -1, dtype=torch.long, device=items.device)
-        last.scatter_reduce_(1, items, torch.where(real, idx, -1), reduce="amax")
-        valid = real & (last.gather(1, items) == idx)  # (B, N): the item's last occurrence in the window
-        age = (N - 1 - idx)[:, None]  # (B, 1, N)
+        valid = last_occurrence(items, real)  # (B, N): the item's last occurrence in the window
+        age = (N - 1 - torch.arange(N, device=items.device)).expand(B, N)[:, None]  # (B, 1, N)
         gap = None
         if times is not None:
             tt = times.to(torch.float64).masked_fill(~mask, float("nan"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -31,26 +32,25 @@ def stream_mode(model: SeqEncoder) -> StreamMode:
     return StreamMode.WINDOW if grows else StreamMode.STEP
 
 
+def _right_aligned(rows: Sequence[Sequence[float]], n: int, fill: float, dtype: torch.dtype,
+                   device: torch.device) -> Tensor:
+    """[B, max(n, longest)] with each row right-aligned after `fill`."""
+    n = max([n, *map(len, rows)])
+    out = torch.full((len(rows), n), fill, dtype=dtype)
+    for b, r in enumerate(rows):
+        if r:
+            out[b, n - len(r) :] = torch.tensor(r, dtype=dtype)
+    return out.to(device)
+
+
 def left_pad(seqs: list[list[int]], device: torch.device, n: int = 0) -> Tensor:
     """[B, max(n, longest)] int64, each sequence right-aligned after zeros (PAD)."""
-    n = max([n, *map(len, seqs)])
-    out = torch.zeros(len(seqs), n, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        if s:
-            out[b, n - len(s) :] = torch.tensor(s, dtype=torch.long)
-    return out.to(device)
+    return _right_aligned(seqs, n, 0, torch.long, device)
 
 
 def left_pad_times(times: list[list[float]] | None, device: torch.device, n: int = 0) -> Tensor | None:
     """[B, max(n, longest)] float64 timestamps, right-aligned after NaN (pads); None passes through."""
-    if times is None:
-        return None
-    n = max([n, *map(len, times)])
-    out = torch.full((len(times), n), float("nan"), dtype=torch.float64)
-    for b, t in enumerate(times):
-        if t:
-            out[b, n - len(t) :] = torch.tensor(t, dtype=torch.float64)
-    return out.to(device)
+    return None if times is None else _right_aligned(times, n, float("nan"), torch.float64, device)
 
 
 Times = list[list[float]] | None  # each sequence's event timestamps (seconds), for time-channel models

@@ -11,6 +11,8 @@ import torch
 from longrec.baselines import build_baseline
 from longrec.config import ExperimentConfig
 from longrec.data.loader import train_item_counts
+from longrec.data.split import Splits
+from longrec.scoring import Scorer
 from longrec.train.checkpoint import write_json
 from longrec.train.results import Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
@@ -23,11 +25,16 @@ def fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     device = torch.device("cpu")
     origin = provenance(device, cfg.seed)
     splits = load_data(cfg)
-    scorer = build_baseline(cfg.model.baseline, torch.from_numpy(train_item_counts(splits)), cfg.model.max_len,
-                            cfg.model.baseline_args)
+    scorer = baseline_scorer(cfg, splits)
     prepare_run_dir(cfg, run_dir, False, splits)
     prog = Progress(segments=[{"after_epoch": 0, "git_commit": origin["git_commit"], "device": origin["device"]}])
     results = write_results(cfg, run_dir, scorer, splits, prog, device, 0.0, origin, 0)
     results["wall_seconds"] = time.time() - wall0
     write_json(run_dir / "results.json", results)
     return results
+
+
+def baseline_scorer(cfg: ExperimentConfig, splits: Splits) -> Scorer:
+    """The config's counted baseline over the training part of `splits`."""
+    counts = torch.from_numpy(train_item_counts(splits))
+    return build_baseline(cfg.model.baseline, counts, cfg.model.max_len, cfg.model.baseline_args)

@@ -9,14 +9,13 @@ from typing import Any
 
 import torch
 
-from longrec.baselines import build_baseline
 from longrec.config import ExperimentConfig, config_from_dict
-from longrec.data.loader import train_item_counts
 from longrec.data.split import Splits
 from longrec.errors import CheckpointError, ConfigError
 from longrec.metrics import format_table
 from longrec.model.encoder import SeqEncoder, build_model, mask_token
 from longrec.scoring import EncoderScorer, Scorer
+from longrec.train.baseline import baseline_scorer
 from longrec.train.checkpoint import load_model_weights, read_json, write_json
 from longrec.train.evaluate import evaluate
 from longrec.train.loop import load_data
@@ -54,8 +53,7 @@ def load_scorer(run_dir: Path, device: torch.device | None = None) -> tuple[Expe
     _, cfg = _saved_config(run_dir)
     if cfg.model.baseline:
         splits = load_data(cfg, quiet=True)
-        counts = torch.from_numpy(train_item_counts(splits))
-        return cfg, build_baseline(cfg.model.baseline, counts, cfg.model.max_len, cfg.model.baseline_args), splits
+        return cfg, baseline_scorer(cfg, splits), splits
     cfg, model, splits = load_run(run_dir, device)
     return cfg, EncoderScorer(model, mask_token(model, cfg.train)), splits
 
