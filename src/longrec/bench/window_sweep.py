@@ -2,7 +2,8 @@
 
 Each run (a trained model or a counted baseline) ranks the same split's users with its input cut to the newest N
 events, for every N in --windows ('full' = every event; 'own' = the run's model.max_len). Per cell: NDCG@10 and
-Recall@10 overall, on the users with at least --long history events, and by history-length bucket; the paired
+Recall@10 overall, on the users with at least --long history events, by history-length bucket, and on targets
+that repeat an earlier item of the user against new ones; the paired
 bootstrap 95% CI of the per-user NDCG@10 difference against the reference cell (--ref RUN_INDEX:N; default the
 first run at its own window); evaluation time per 1,000 users (the cost of N). With --train CONFIG --train-windows
 the config is first trained at model.max_len = N for each N (a finished run is reused, an unfinished one resumed),
