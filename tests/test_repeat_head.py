@@ -15,7 +15,7 @@ from longrec.errors import ConfigError
 from longrec.losses import full_ce, repeat_ce
 from longrec.metrics import ranks_from_scores
 from longrec.model.encoder import build_model
-from longrec.model.repeat import AGE_BUCKETS, COUNT_BUCKETS, SCALE, RepeatHead
+from longrec.model.repeat import AGE_BUCKETS, COUNT_BUCKETS, SCALE, RepeatHead, occurrences
 from longrec.model.time import bucket
 from longrec.scoring import EncoderScorer, banned_pairs, ranks
 from longrec.serve import Recommender
@@ -72,6 +72,32 @@ def test_slots_equal_the_formula_at_every_position_and_last_agrees() -> None:
     for b in range(3):
         assert as_dict(last.item[b, 0], last.bias[b, 0]) == pytest.approx(as_dict(slots.item[b, -1],
                                                                                  slots.bias[b, -1]))
+
+
+def test_the_newest_positions_alone_give_the_same_slots_as_every_position() -> None:
+    head, items, mask, times, h = head_and_window(2)
+    full = head(items, mask, h, times)
+    for T in (1, 4, 9):
+        part = head(items, mask, h[:, -T:], times)
+        assert part.item.shape == (3, T, 9)
+        assert torch.equal(part.item, full.item[:, -T:])
+        torch.testing.assert_close(part.bias, full.bias[:, -T:])
+    for T in (1, 3):  # without timestamps too
+        torch.testing.assert_close(head(items, mask, h[:, -T:]).bias, head(items, mask, h).bias[:, -T:])
+
+
+def test_occurrences_count_each_event_so_far_and_find_its_next_copy() -> None:
+    g = torch.Generator().manual_seed(3)
+    items = torch.randint(1, 5, (4, 13), generator=g)
+    items[1, :5] = 0
+    real = (items > 0) & (torch.rand(4, 13, generator=g) > 0.2)  # masked-out events are not occurrences
+    count, nxt = occurrences(items, real)
+    for b in range(4):
+        for m in range(13):
+            i, r = int(items[b, m]), bool(real[b, m])
+            seen = [j for j in range(13) if real[b, j] and int(items[b, j]) == i]
+            assert int(count[b, m]) == (sum(j <= m for j in seen) if r else 0)
+            assert int(nxt[b, m]) == (min([j for j in seen if j > m], default=13) if r else 13)
 
 
 def dense_loss(h: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, item: torch.Tensor,
@@ -148,3 +174,36 @@ def test_training_with_the_repeat_head_and_its_limits(tmp_path: Path, monkeypatc
         Recommender.load(tmp_path / "rep", store=tmp_path / "s.db")
     with pytest.raises(ConfigError, match="model.repeat=true needs train.loss=ce"):
         load_config("lrurec", ["model.repeat=true", "train.loss=bce"])
+
+
+def test_last_targets_scores_the_newest_positions_only() -> None:
+    from longrec.data.loader import Batch
+    from longrec.train.objective import batch_loss, make_loss
+
+    torch.manual_seed(0)
+    cfg = load_config("lrurec", ["model.dim=8", "model.max_len=10", "model.repeat=true", "model.dropout=0.0"])
+    model = build_model(12, cfg.model, cfg.train)
+    with torch.no_grad():
+        for p in model.repeat.parameters():
+            p.copy_(torch.randn_like(p))
+    items = torch.randint(1, 6, (3, 10))
+    items[0, :6] = 0  # a short row: its few targets all sit in the newest columns
+    targets = torch.where(items > 0, torch.randint(1, 6, (3, 10)), 0)
+    b = Batch(items=items, mask=items > 0, targets=targets, users=torch.arange(3), times=None)
+    loss = make_loss(cfg.train, 12, lambda: torch.ones(13))
+    kept = torch.where(torch.arange(10) >= 6, targets, 0)  # what K = 4 must equal: every column, targets cut
+    want = batch_loss(model, model.item_table(), Batch(items, items > 0, kept, torch.arange(3), None), loss, None,
+                      model.repeat)
+    got = batch_loss(model, model.item_table(), b, loss, None, model.repeat, last_targets=4)
+    torch.testing.assert_close(got, want)
+    assert got.item() != pytest.approx(batch_loss(model, model.item_table(), b, loss, None, model.repeat).item())
+    plain = load_config("lrurec", ["model.dim=8", "model.max_len=10", "model.dropout=0.0"])
+    net = build_model(12, plain.model, plain.train)
+    ce = make_loss(plain.train, 12, lambda: torch.ones(13))
+    torch.testing.assert_close(batch_loss(net, net.item_table(), b, ce, None, last_targets=4),
+                               batch_loss(net, net.item_table(), Batch(items, items > 0, kept, torch.arange(3), None),
+                                          ce, None))
+    with pytest.raises(ConfigError, match="train.last_targets needs train.objective=next_item"):
+        load_config("bert4rec", ["train.last_targets=4"])
+    with pytest.raises(ConfigError, match="train.last_targets"):
+        load_config("lrurec", ["train.last_targets=-1"])

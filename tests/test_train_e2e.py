@@ -128,3 +128,26 @@ def test_cli_eval_of_a_corrupt_checkpoint_is_one_clear_error(log: Path, tmp_path
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("longrec: error:")
     assert "best.safetensors" in proc.stderr
+
+
+def test_train_init_starts_from_another_runs_weights_and_refuses_a_bad_source(log: Path, tmp_path: Path) -> None:
+    from longrec.train.checkpoint import load_tensors
+
+    fit(load_config("lrurec", tiny(log, "train.epochs=2")), tmp_path / "short")
+    # lr 0: the weights the second run starts from are the weights it saves; a longer window, same shapes (LRU
+    # has no positions)
+    fit(load_config("lrurec", tiny(log, "train.epochs=1", "train.lr=0.0", "model.max_len=24",
+                                   f"train.init={tmp_path / 'short'}")), tmp_path / "long")
+    src, got = (load_tensors(tmp_path / d / "best.safetensors") for d in ("short", "long"))
+    assert got.keys() == src.keys() and all(torch.equal(got[k], src[k]) for k in src)
+    fresh = fit(load_config("lrurec", tiny(log, "train.epochs=1", "train.lr=0.0")), tmp_path / "fresh")
+    assert fresh["test"] != json.loads((tmp_path / "long" / "results.json").read_text())["test"]
+    with pytest.raises(ConfigError, match="no such weights file"):
+        fit(load_config("lrurec", tiny(log, f"train.init={tmp_path / 'none'}")), tmp_path / "bad")
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        fit(load_config("lrurec", tiny(log, "model.dim=8", f"train.init={tmp_path / 'short'}")), tmp_path / "bad")
+    shifted = tmp_path / "shifted.txt"  # the same number of items under other ids
+    shifted.write_text("".join(f"{u} {int(i) + 100}\n" for u, i in (ln.split() for ln in log.read_text().splitlines())))
+    with pytest.raises(ConfigError, match="item ids differ"):
+        fit(load_config("lrurec", [*tiny(shifted), f"train.init={tmp_path / 'short'}"]), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # nothing half-written

@@ -72,6 +72,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = False  # autocast to bfloat16 on CUDA
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
+    last_targets: int = 0  # next_item: train on the newest K positions of each window only; 0 = every position
+    init: str = ""  # start from these weights: a run directory (its best.safetensors) or a .safetensors file
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,8 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.model.dim % cfg.model.heads:
         raise ConfigError(f"config: 'model.dim' ({cfg.model.dim}) must be divisible by 'model.heads' "
                           f"({cfg.model.heads})")
-    for path, v in {"train.cuts": cfg.train.cuts, "train.bucket": cfg.train.bucket}.items():
+    for path, v in {"train.cuts": cfg.train.cuts, "train.bucket": cfg.train.bucket,
+                    "train.last_targets": cfg.train.last_targets}.items():
         if v < 0:
             raise ConfigError(f"config: '{path}' must be >= 0, got {v}")
     if not 0.0 <= cfg.model.dropout < 1.0:
@@ -281,6 +284,8 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.model.repeat and (cfg.train.loss != "ce" or cfg.train.objective != "next_item"):
         raise ConfigError(f"config: model.repeat=true needs train.loss=ce and train.objective=next_item, got "
                           f"{cfg.train.loss!r} and {cfg.train.objective!r}")
+    if cfg.train.last_targets and cfg.train.objective != "next_item":
+        raise ConfigError(f"config: train.last_targets needs train.objective=next_item, got {cfg.train.objective!r}")
     if cfg.model.baseline:
         from longrec.baselines import BASELINES, baseline_config  # torch: imported only for baseline configs
 

@@ -8,8 +8,10 @@ item i of the window, at position t,
 
 m_i the item's last occurrence up to t, c_{t,i} its count there, τ the timestamps (the gap term only when the log
 has them), bucket = floor(log2(1 + x)) capped. The tables and u start at zero: the head starts as the plain model.
-Items outside the window get no bonus. Computed for every (position, earlier position) pair: O(N²) elementwise per
-row, with no D factor; evaluation needs the last position only (O(N)).
+Items outside the window get no bonus. Each event's count so far and next occurrence come from one sort per row;
+the bonus is then computed for every (scored position, earlier position) pair: O(T N) elementwise per row for T
+scored positions, with no D factor. Training scores every position (T = N) or the newest `train.last_targets`;
+evaluation the last one (T = 1, O(N)).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from torch import Tensor, nn
 
 from longrec.model.time import BUCKETS as TIME_BUCKETS
 from longrec.model.time import bucket as time_bucket
-from longrec.ops.window import last_occurrence
 
 # The bonuses must reach the logits' scale (several units) in a few hundred steps, and Adam moves a parameter by
 # about lr per step whatever its gradient: the head's parameters are scaled up in the forward, a learning-rate
@@ -40,6 +41,26 @@ class Slots:
     bias: Tensor
 
 
+def occurrences(items: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
+    """items [B,N], real [B,N] bool -> (count [B,N]: occurrences of items[b,m] among the real events at positions
+    <= m; next [B,N]: the position of its next real occurrence after m, N if none). Non-real entries: count 0,
+    next N. One stable sort per row: O(N log N)."""
+    B, N = items.shape
+    pos = torch.arange(N, device=items.device).expand(B, N)
+    key = torch.where(real, items, -1 - pos)  # pads and non-real events: distinct keys below every item id
+    sk, order = torch.sort(key, dim=1, stable=True)  # like items together, in position order
+    spos = pos.gather(1, order)
+    same = sk[:, 1:] == sk[:, :-1]  # (B, N-1): entry j+1 continues entry j's item
+    nxt_sorted = torch.where(same, spos[:, 1:], N)
+    nxt_sorted = torch.cat([nxt_sorted, torch.full((B, 1), N, dtype=nxt_sorted.dtype, device=items.device)], 1)
+    j = torch.arange(N, device=items.device).expand(B, N)
+    starts = torch.where(torch.cat([torch.ones(B, 1, dtype=torch.bool, device=items.device), ~same], 1), j, 0)
+    rank = j - starts.cummax(1).values + 1  # 1-based place of the entry within its item's run
+    count = torch.zeros_like(pos).scatter_(1, order, rank)
+    nxt = torch.zeros_like(pos).scatter_(1, order, nxt_sorted)
+    return torch.where(real, count, 0), torch.where(real, nxt, N)
+
+
 def _log2_bucket(x: Tensor, n: int) -> Tensor:
     return torch.log2(1.0 + x.float().clamp(min=0)).floor().clamp(max=n - 1).long()
 
@@ -53,38 +74,29 @@ class RepeatHead(nn.Module):
         self.u = nn.Parameter(torch.zeros(dim))
 
     def forward(self, items: Tensor, mask: Tensor, h: Tensor, times: Tensor | None = None) -> Slots:
-        """Every position: items [B,N], mask [B,N], h [B,N,D], times [B,N] seconds or None -> Slots with T = N.
-        O(B N²) memory: for training windows."""
+        """The newest T positions: items [B,N], mask [B,N], h [B,T,D] (T <= N: the encoder output at positions
+        N-T..N-1), times [B,N] seconds or None -> Slots [B,T,N]. O(B N log N + B T N) memory and time: T = N for
+        full training windows, T < N for training on the newest targets only (train.last_targets), T = 1 to
+        score (`last`)."""
         B, N = items.shape
+        T = h.shape[1]
         real = mask & (items > 0)
-        same = (items[:, :, None] == items[:, None, :]) & real[:, :, None] & real[:, None, :]  # (B, m, m')
-        upto = same.to(torch.int32).cumsum(-1)  # (B, m, t): occurrences of item m among positions <= t
-        count = upto.transpose(1, 2)  # (B, t, m): count of item m up to t
-        at_m = upto.diagonal(dim1=1, dim2=2)[:, None, :]  # (B, 1, m): its count up to m itself
-        idx = torch.arange(N, device=items.device)
-        # m is the item's last occurrence up to t: m <= t and no later copy in (m, t]
-        valid = real[:, None, :] & (idx[None, :, None] >= idx[None, None, :]) & (count == at_m)  # (B, t, m)
-        age = (idx[:, None] - idx[None, :]).clamp(min=0)[None]  # (1, t, m)
+        count, nxt = occurrences(items, real)  # (B, N): the count of item m up to m; its next copy after m
+        t = torch.arange(N - T, N, device=items.device)[None, :, None]  # (1, T, 1)
+        m = torch.arange(N, device=items.device)[None, None, :]  # (1, 1, N)
+        # m is the item's last occurrence up to t: m <= t < its next copy; its count up to t is then its count at m
+        valid = real[:, None, :] & (m <= t) & (t < nxt[:, None, :])  # (B, T, N)
+        age = (t - m).clamp(min=0)  # (1, T, N)
         gap = None
         if times is not None:
             tt = times.to(torch.float64).masked_fill(~mask, float("nan"))
-            gap = tt[:, :, None] - tt[:, None, :]  # (B, t, m): seconds since the item's last event
-        return self._slots(items[:, None, :], valid, age, count, gap, h)
+            gap = tt[:, N - T:, None] - tt[:, None, :]  # (B, T, N): seconds since the item's last event
+        return self._slots(items[:, None, :], valid, age, count[:, None, :], gap, h)
 
     def last(self, items: Tensor, mask: Tensor, h: Tensor, times: Tensor | None = None) -> Slots:
-        """The last position only: h [B,D] -> Slots with T = 1. O(B (N + I)) memory: for long evaluation windows."""
-        B, N = items.shape
-        real = mask & (items > 0)
-        width = int(items.max()) + 1 if items.numel() else 1
-        counts = torch.zeros(B, width, dtype=torch.long, device=items.device)
-        counts.scatter_add_(1, items, real.long())
-        valid = last_occurrence(items, real)  # (B, N): the item's last occurrence in the window
-        age = (N - 1 - torch.arange(N, device=items.device)).expand(B, N)[:, None]  # (B, 1, N)
-        gap = None
-        if times is not None:
-            tt = times.to(torch.float64).masked_fill(~mask, float("nan"))
-            gap = (tt[:, -1:] - tt)[:, None]  # (B, 1, N)
-        return self._slots(items[:, None, :], valid[:, None], age, counts.gather(1, items)[:, None], gap, h[:, None])
+        """The last position only: h [B,D] -> Slots with T = 1. O(B N log N) time, O(B N) memory: for long
+        evaluation windows."""
+        return self(items, mask, h[:, None], times)
 
     def _slots(self, item: Tensor, valid: Tensor, age: Tensor, count: Tensor, gap: Tensor | None,
                h: Tensor) -> Slots:

@@ -69,6 +69,21 @@ def batches_per_epoch(cfg: ExperimentConfig, splits: Splits) -> int:
     return -(-rows[cfg.train.objective] // cfg.train.batch_size)
 
 
+def init_weights(init: str, splits: Splits) -> Path:
+    """train.init -> the weights file: a run directory's best.safetensors (its item ids checked against this
+    run's), or the file itself."""
+    path = Path(init)
+    maps = path / "id_maps.json"
+    path = path / "best.safetensors" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"config: train.init: {path}: no such weights file (give a run directory or a "
+                          ".safetensors file)")
+    if maps.is_file() and read_json(maps)["items"] != splits.corpus.item_ids.tolist():
+        raise ConfigError(f"config: train.init: {maps}: that run's item ids differ from this run's data "
+                          "(its weights would score the wrong items)")
+    return path
+
+
 def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
     if bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -98,6 +113,9 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
                           "(give data.time_col for a CSV log, or use model.time=none)")
     torch.manual_seed(cfg.seed)
     model = build_model(splits.corpus.num_items, cfg.model, cfg.train).to(device)
+    if cfg.train.init and not resume:  # before the run directory is written: a bad file leaves nothing behind
+        load_model_weights(model, init_weights(cfg.train.init, splits))
+        log(d, f"starting from the weights of {cfg.train.init}")
     opt = make_optimizer(model, cfg.train)
     prepare_run_dir(cfg, run_dir, resume, splits, write=d.main)
     barrier(d)
@@ -168,7 +186,7 @@ def train_step(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimiz
     """One optimiser step on `batch` (its loss scaled by `weight`, gradients clipped); returns the unscaled loss."""
     b = batch.to(device)
     with _autocast(device, train.bf16):
-        loss = batch_loss(net, model.item_table(), b, loss_fn, gen, model.repeat)
+        loss = batch_loss(net, model.item_table(), b, loss_fn, gen, model.repeat, train.last_targets)
     opt.zero_grad(set_to_none=True)
     (loss * weight).backward()
     if train.grad_clip > 0:

@@ -82,11 +82,16 @@ def make_loss(train: TrainConfig, num_items: int, item_counts: Callable[[], Tens
 
 
 def batch_loss(net: nn.Module, table: Tensor, b: Batch, loss: LossFn, gen: torch.Generator | None,
-               repeat: RepeatHead | None = None) -> Tensor:
+               repeat: RepeatHead | None = None, last_targets: int = 0) -> Tensor:
     """The mean loss over the positions of `b` that have a target; net(items, mask, times) -> h [B,N,D]. With a
-    repeat head the loss is full CE with its bonus (the config allows the head with train.loss=ce only)."""
+    repeat head the loss is full CE with its bonus (the config allows the head with train.loss=ce only).
+    last_targets = K > 0: only the newest K positions of each window are scored (windows are right-aligned, so
+    those are the last K columns): a long window's context at the loss and head cost of K positions."""
     h = net(b.items, b.mask, b.times)
+    targets = b.targets
+    if 0 < last_targets < h.shape[1]:
+        h, targets = h[:, -last_targets:], targets[:, -last_targets:]
     if repeat is None:
-        return loss(h, b.targets, table, gen)
+        return loss(h, targets, table, gen)
     slots = repeat(b.items, b.mask, h, b.times)
-    return repeat_ce(h, b.targets, table, slots.item, slots.bias)
+    return repeat_ce(h, targets, table, slots.item, slots.bias)
