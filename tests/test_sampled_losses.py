@@ -21,7 +21,7 @@ from longrec.scoring import EncoderScorer
 from longrec.scoring import ranks as score_ranks
 from longrec.train.evaluate import evaluate
 from longrec.train.loop import fit
-from longrec.train.objective import in_batch_sampler, make_loss, popularity_sampler, uniform_sampler
+from longrec.train.losses import in_batch_sampler, make_loss, popularity_sampler, uniform_sampler
 from tests_helpers import synthetic_log
 
 H = torch.tensor([[[1.0, 0.0]]])  # one sequence, one position: h [B=1, N=1, D=2]

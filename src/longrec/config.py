@@ -54,7 +54,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     objective: str = "next_item"  # next_item | last_item | masked_item
-    loss: str = "ce"  # ce (full softmax) | bce (original SASRec) | sampled (softmax + logQ) | gbce (gSASRec)
+    loss: str = "ce"  # longrec.train.losses: ce (full softmax) | bce (SASRec) | sampled (+ logQ) | gbce (gSASRec)
     negatives: int = 1  # bce: negatives per position; sampled, gbce: negatives per sequence, shared by its positions
     sampler: str = "uniform"  # sampled: uniform | popularity | in_batch (gbce is calibrated for uniform only)
     gbce_t: float = 0.75  # gbce calibration t in [0, 1]: 0 = plain BCE, 1 = fully calibrated (beta = alpha)
@@ -246,8 +246,6 @@ _CHOICES = {
     "model.pos": ("learned", "none"),
     "model.time": ("none", "gap"),
     "train.objective": ("next_item", "last_item", "masked_item"),
-    "train.loss": ("ce", "bce", "sampled", "gbce"),
-    "train.sampler": ("uniform", "popularity", "in_batch"),
     "train.window": ("last", "random"),
     "eval.sampled": ("none", "uniform", "popularity"),
 }
@@ -278,16 +276,15 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config: 'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
     if not 0.0 < cfg.train.mask_prob < 1.0:
         raise ConfigError(f"config: 'train.mask_prob' must be in (0, 1), got {cfg.train.mask_prob}")
-    if cfg.train.loss == "gbce" and (cfg.train.sampler != "uniform" or not 0.0 <= cfg.train.gbce_t <= 1.0):
-        raise ConfigError(f"config: train.loss=gbce needs train.sampler=uniform (its calibration assumes uniform "
-                          f"negatives) and train.gbce_t in [0, 1], got {cfg.train.sampler!r}, {cfg.train.gbce_t}")
-    if cfg.model.repeat and (cfg.train.loss != "ce" or cfg.train.objective != "next_item"):
-        raise ConfigError(f"config: model.repeat=true needs train.loss=ce and train.objective=next_item, got "
-                          f"{cfg.train.loss!r} and {cfg.train.objective!r}")
+    from longrec.train.losses import check_loss  # torch: imported once the plain fields are checked
+
+    check_loss(cfg)  # the loss's and the sampler's names and the loss's rules, owned by its registry entry
+    if cfg.model.repeat and cfg.train.objective != "next_item":
+        raise ConfigError(f"config: model.repeat=true needs train.objective=next_item, got {cfg.train.objective!r}")
     if cfg.train.last_targets and cfg.train.objective != "next_item":
         raise ConfigError(f"config: train.last_targets needs train.objective=next_item, got {cfg.train.objective!r}")
     if cfg.model.baseline:
-        from longrec.baselines import BASELINES, baseline_config  # torch: imported only for baseline configs
+        from longrec.baselines import BASELINES, baseline_config
 
         BASELINES.get(cfg.model.baseline)  # an unknown name lists the known ones
         baseline_config(cfg.model.baseline, cfg.model.baseline_args)

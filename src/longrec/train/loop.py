@@ -33,7 +33,8 @@ from longrec.train.checkpoint import (
 )
 from longrec.train.distributed import SINGLE, Dist, agree, barrier, mean_over_ranks, session, shard
 from longrec.train.evaluate import evaluate
-from longrec.train.objective import LossFn, batch_loss, make_loss
+from longrec.train.losses import LossFn, make_loss
+from longrec.train.objective import batch_loss
 from longrec.train.results import Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
 from longrec.train.runinfo import provenance
@@ -202,9 +203,9 @@ def train_epoch(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimi
     net is the model or its DDP wrapper; under DDP each rank trains its shard of every global batch."""
     rng = np.random.default_rng([cfg.seed, epoch])  # the same on every rank: all build the same global batches
     torch.manual_seed(cfg.seed * 100_003 + epoch + 7_919 * d.rank)
-    gen = None
-    if cfg.train.loss != "ce":
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 7 + epoch + 1_000_003 * d.rank)
+    # the losses' negatives; seeding it draws nothing from torch's global generator, so losses that draw none
+    # (ce) train exactly as without it
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 7 + epoch + 1_000_003 * d.rank)
     net.train()
     total, count, seqs, t0 = 0.0, 0, 0, time.time()
     bar = tqdm(epoch_batches(cfg, splits, rng, mtok), total=n_batches, desc=f"epoch {epoch}", unit="batch",
