@@ -24,15 +24,15 @@ import torch
 from longrec.config import ExperimentConfig, load_config
 from longrec.data.loader import train_item_counts
 from longrec.data.split import Splits
-from longrec.model.encoder import build_model, mask_token
+from longrec.objectives import build_model
 from longrec.train.loop import epoch_batches, load_data, make_optimizer, train_step
-from longrec.train.objective import make_loss
+from longrec.train.losses import make_loss
 
 
-def cells(cfg: ExperimentConfig, splits: Splits, mtok: int) -> tuple[int, int, int]:
+def cells(cfg: ExperimentConfig, splits: Splits) -> tuple[int, int, int]:
     """(batches, rows, cells) of epoch 1 as the loader yields it."""
     nb = rows = total = 0
-    for b in epoch_batches(cfg, splits, np.random.default_rng([cfg.seed, 1]), mtok):
+    for b in epoch_batches(cfg, splits, np.random.default_rng([cfg.seed, 1])):
         nb, rows, total = nb + 1, rows + b.items.shape[0], total + b.items.numel()
     return nb, rows, total
 
@@ -50,13 +50,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     splits = load_data(cfg)
     arms = {b: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bucket=b)) for b in (0, args.bucket)}
-    mtok = mask_token(build_model(splits.corpus.num_items, cfg.model, cfg.train), cfg.train)
     print(f"{cfg.name} on {cfg.data.name}, max_len {cfg.model.max_len}, batch {cfg.train.batch_size}, "
           f"objective {cfg.train.objective} (cuts {cfg.train.cuts}), torch {torch.__version__}, "
           f"{args.threads} thread(s)")
     print("\n| bucket | batches | rows | cells | cells / rows x max_len |\n|---|---|---|---|---|")
     for b, c in arms.items():
-        nb, rows, total = cells(c, splits, mtok)
+        nb, rows, total = cells(c, splits)
         print(f"| {b} | {nb} | {rows} | {total} | {total / (rows * cfg.model.max_len):.3f} |")
 
     counts = torch.from_numpy(train_item_counts(splits))
@@ -70,7 +69,7 @@ def main() -> None:
             model = build_model(splits.corpus.num_items, c.model, c.train).train()
             opt = make_optimizer(model, c.train)
             loss_fn = make_loss(c.train, model.num_items, lambda: counts)
-            it = epoch_batches(c, splits, np.random.default_rng([c.seed, 1]), mtok)
+            it = epoch_batches(c, splits, np.random.default_rng([c.seed, 1]))
             batches = list(itertools.islice(it, args.batches))
             t0 = time.perf_counter()
             for batch in batches:

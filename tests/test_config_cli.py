@@ -16,7 +16,7 @@ from longrec.config import ExperimentConfig, config_from_dict, load_config, pres
 from longrec.data.datasets import DATASETS, load_corpus
 from longrec.errors import CheckpointError, ConfigError
 from longrec.mixers import MIXERS
-from longrec.model.encoder import build_model
+from longrec.objectives import build_model
 from longrec.train import checkpoint
 from longrec.train.checkpoint import (
     atomic_write,

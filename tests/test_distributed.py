@@ -19,7 +19,7 @@ from longrec.data.corpus import Corpus
 from longrec.data.loader import Batch
 from longrec.data.split import leave_one_out
 from longrec.errors import ConfigError
-from longrec.model.encoder import build_model
+from longrec.objectives import build_model
 from longrec.scoring import EncoderScorer
 from longrec.train.distributed import SINGLE, Dist, gather_rows, session, shard
 from longrec.train.evaluate import evaluate

@@ -12,7 +12,7 @@ from longrec.mixers import build_mixer
 from longrec.mixers.base import prefill
 from longrec.mixers.efficient import EfficientMixer, causal_efficient_attn, global_efficient_attn
 from longrec.mixers.rela import RelaMixer, rotary
-from longrec.model.encoder import build_model
+from longrec.objectives import build_model
 
 B, H, N, K = 3, 2, 11, 5
 LENGTHS = [11, 7, 1]

@@ -17,7 +17,7 @@ from longrec.mixers.base import prefill
 from longrec.mixers.gated_delta import GatedDeltaMixer
 from longrec.mixers.gla import GLAMixer
 from longrec.mixers.retention import RetentionMixer
-from longrec.model import build_model
+from longrec.objectives import build_model
 from longrec.train.loop import make_optimizer
 
 D = 12

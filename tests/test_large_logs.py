@@ -13,11 +13,12 @@ import pytest
 from longrec.config import load_config
 from longrec.data import stream
 from longrec.data.corpus import Corpus
-from longrec.data.loader import next_item_batches, train_item_counts
+from longrec.data.loader import train_item_counts
 from longrec.data.prepare import build_corpus
 from longrec.data.readers import Columns, read_log
 from longrec.data.split import leave_one_out
 from longrec.errors import DataError
+from longrec.objectives.next_item import next_item_batches
 from longrec.train.loop import fit
 from tests_helpers import synthetic_log
 

@@ -14,7 +14,7 @@ import test_mixer_contract as contract
 from longrec.config import load_config
 from longrec.errors import ConfigError
 from longrec.mixers import build_mixer
-from longrec.model.encoder import build_model
+from longrec.objectives import build_model
 
 D, H = 12, 3
 LENGTHS, N = [9, 5, 1], 9

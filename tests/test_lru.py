@@ -11,7 +11,7 @@ from longrec.config import load_config
 from longrec.mixers import build_mixer
 from longrec.mixers.base import prefill
 from longrec.mixers.lru import LRUMixer
-from longrec.model import build_model
+from longrec.objectives import build_model
 from longrec.ops import Backend
 from longrec.ops.lru import lru_scan
 from longrec.train.loop import make_optimizer

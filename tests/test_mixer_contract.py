@@ -10,7 +10,7 @@ import torch
 from longrec.config import load_config, preset_names
 from longrec.mixers import MIXERS, build_mixer
 from longrec.mixers.base import prefill
-from longrec.model.encoder import build_model
+from longrec.objectives import build_model
 
 D, H = 12, 2
 

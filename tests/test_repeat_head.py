@@ -14,9 +14,9 @@ from longrec.config import load_config
 from longrec.errors import ConfigError
 from longrec.losses import full_ce, repeat_ce
 from longrec.metrics import ranks_from_scores
-from longrec.model.encoder import build_model
 from longrec.model.repeat import AGE_BUCKETS, COUNT_BUCKETS, SCALE, RepeatHead, occurrences
 from longrec.model.time import bucket
+from longrec.objectives import build_model
 from longrec.scoring import EncoderScorer, banned_pairs, ranks
 from longrec.serve import Recommender
 from longrec.train.loop import fit

@@ -16,7 +16,7 @@ from longrec.data.split import leave_one_out
 from longrec.errors import ConfigError
 from longrec.losses import chunked_ce, full_ce, gbce, gbce_beta, sampled_bce, sampled_softmax, select
 from longrec.metrics import ranks_from_scores
-from longrec.model.encoder import build_model
+from longrec.objectives import build_model
 from longrec.scoring import EncoderScorer
 from longrec.scoring import ranks as score_ranks
 from longrec.train.evaluate import evaluate

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from longrec.config import load_config
-from longrec.model.encoder import build_model
+from longrec.objectives import build_model
 from longrec.serve import (
     Applied,
     Event,

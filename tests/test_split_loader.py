@@ -12,16 +12,12 @@ import torch
 from conftest import needs_data
 from longrec.data.corpus import Corpus
 from longrec.data.datasets import load_corpus
-from longrec.data.loader import (
-    Batch,
-    collate,
-    eval_batches,
-    last_item_batches,
-    masked_item_batches,
-    next_item_batches,
-)
+from longrec.data.loader import Batch, collate, eval_batches
 from longrec.data.split import Splits, leave_one_out, make_splits, temporal
 from longrec.errors import DataError
+from longrec.objectives.last_item import last_item_batches
+from longrec.objectives.masked_item import masked_item_batches
+from longrec.objectives.next_item import next_item_batches
 
 
 def make_corpus(seqs: list[list[int]], times: list[list[float]] | None = None) -> Corpus:

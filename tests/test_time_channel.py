@@ -11,8 +11,8 @@ import torch
 
 from longrec.config import load_config
 from longrec.errors import ConfigError
-from longrec.model.encoder import build_model
 from longrec.model.time import gap_buckets
+from longrec.objectives import build_model
 from longrec.serve import Event, Recommender
 from longrec.serve.session import ServeError
 from longrec.train.loop import fit

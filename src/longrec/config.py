@@ -53,7 +53,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    objective: str = "next_item"  # next_item | last_item | masked_item
+    objective: str = "next_item"  # longrec.objectives: next_item | last_item | masked_item
     loss: str = "ce"  # longrec.train.losses: ce (full softmax) | bce (SASRec) | sampled (+ logQ) | gbce (gSASRec)
     negatives: int = 1  # bce: negatives per position; sampled, gbce: negatives per sequence, shared by its positions
     sampler: str = "uniform"  # sampled: uniform | popularity | in_batch (gbce is calibrated for uniform only)
@@ -245,14 +245,14 @@ _CHOICES = {
     "data.split": ("loo", "temporal"),
     "model.pos": ("learned", "none"),
     "model.time": ("none", "gap"),
-    "train.objective": ("next_item", "last_item", "masked_item"),
     "train.window": ("last", "random"),
     "eval.sampled": ("none", "uniform", "popularity"),
 }
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    """Check enumerations and ranges; the leakage rule is checked where the model is built."""
+    """Check enumerations and ranges, then the objective's and the loss's rules; the leakage rule is checked where
+    the model is built (longrec.objectives.build_model)."""
     for path, choices in _CHOICES.items():
         section, key = path.split(".")
         value = getattr(getattr(cfg, section), key)
@@ -276,13 +276,11 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config: 'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
     if not 0.0 < cfg.train.mask_prob < 1.0:
         raise ConfigError(f"config: 'train.mask_prob' must be in (0, 1), got {cfg.train.mask_prob}")
-    from longrec.train.losses import check_loss  # torch: imported once the plain fields are checked
+    from longrec.objectives import check_objective  # torch: imported once the plain fields are checked
+    from longrec.train.losses import check_loss
 
-    check_loss(cfg)  # the loss's and the sampler's names and the loss's rules, owned by its registry entry
-    if cfg.model.repeat and cfg.train.objective != "next_item":
-        raise ConfigError(f"config: model.repeat=true needs train.objective=next_item, got {cfg.train.objective!r}")
-    if cfg.train.last_targets and cfg.train.objective != "next_item":
-        raise ConfigError(f"config: train.last_targets needs train.objective=next_item, got {cfg.train.objective!r}")
+    check_objective(cfg)  # the objective's and the loss's names and rules, each owned by its registry entry
+    check_loss(cfg)
     if cfg.model.baseline:
         from longrec.baselines import BASELINES, baseline_config
 

@@ -1,4 +1,5 @@
-"""Batches: left-padded windows (newest event at index N-1) for training objectives and evaluation."""
+"""Batches: left-padded windows (newest event at index N-1), their collation, and the evaluation batches; the
+training batches of each objective are built from these in longrec.objectives."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def collate_times(corpus: Corpus, users: np.ndarray, starts: np.ndarray, ends: n
     return None if corpus.times is None else collate(corpus, users, starts, ends, n, corpus.times)
 
 
-def _batch(items: np.ndarray, targets: np.ndarray, users: np.ndarray, times: np.ndarray | None = None) -> Batch:
+def to_batch(items: np.ndarray, targets: np.ndarray, users: np.ndarray, times: np.ndarray | None = None) -> Batch:
+    """The Batch of [B,N] item ids, targets and times (targets at pads dropped), columns padded in every row cut."""
     # a column that is padding in every row changes no output (positions count from the first real event, and
     # every mixer is padding-invariant: DESIGN §3), so it is cut: short windows cost their length, not max_len
     real = items > 0
@@ -72,7 +74,7 @@ def _batch(items: np.ndarray, targets: np.ndarray, users: np.ndarray, times: np.
 def batch_rows(lengths: np.ndarray, batch_size: int, bucket: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Row indices of each batch over rows already in random order. bucket = 0: consecutive slices (random
     batches). bucket = k > 0: each pool of k batches' rows is sorted by window length before slicing and the
-    batches are then shuffled, so rows of like length share a batch and the padding cut by _batch grows."""
+    batches are then shuffled, so rows of like length share a batch and the padding cut by to_batch grows."""
     idx = np.arange(len(lengths))
     if bucket <= 0:
         return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
@@ -84,64 +86,10 @@ def batch_rows(lengths: np.ndarray, batch_size: int, bucket: int, rng: np.random
     return [out[k] for k in rng.permutation(len(out))]
 
 
-def next_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator,
-                      window: str = "last", bucket: int = 0) -> Iterator[Batch]:
-    """Every real position predicts the next event of the training sequence (causal mixers)."""
-    te = splits.train_ends
-    users = rng.permutation(np.flatnonzero(te >= 2))
-    ends = te[users] if window == "last" else rng.integers(2, te[users] + 1)
-    for rows in batch_rows(np.minimum(ends, n + 1), batch_size, bucket, rng):
-        u, e = users[rows], ends[rows]
-        s0 = np.maximum(e - n - 1, 0)
-        arr = collate(splits.corpus, u, s0, e, n + 1)
-        times = collate_times(splits.corpus, u, s0, e, n + 1)
-        yield _batch(arr[:, :-1], arr[:, 1:], u, None if times is None else times[:, :-1])
-
-
-def last_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator,
-                      cuts: int = 0, bucket: int = 0) -> Iterator[Batch]:
-    """Prefix training: each row is a cut c of a training sequence; only its last position predicts seq[c].
-    cuts=0 uses every prefix (the LinRec/RecGRELA protocol), cuts=k draws k random cuts per user."""
-    te = splits.train_ends
-    valid = np.flatnonzero(te >= 2)
-    if cuts > 0:
-        users = np.repeat(valid, cuts)
-        ends = rng.integers(1, te[users])
-    else:
-        counts = te[valid] - 1
-        users = np.repeat(valid, counts)
-        ends = 1 + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    order = rng.permutation(len(users))
-    users, ends = users[order], ends[order]
-    off = splits.corpus.offsets
-    for rows in batch_rows(np.minimum(ends, n), batch_size, bucket, rng):
-        u, c = users[rows], ends[rows]
-        items = collate(splits.corpus, u, np.maximum(c - n, 0), c, n)
-        targets = np.zeros_like(items)
-        targets[:, -1] = splits.corpus.items[off[u] + c]
-        yield _batch(items, targets, u, collate_times(splits.corpus, u, np.maximum(c - n, 0), c, n))
-
-
-def masked_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator, mask_prob: float,
-                        mask_token: int, window: str = "last", bucket: int = 0) -> Iterator[Batch]:
-    """BERT4Rec cloze: a share of real positions is replaced by the mask token and predicted."""
-    te = splits.train_ends
-    users = rng.permutation(np.flatnonzero(te >= 1))
-    ends = te[users] if window == "last" else rng.integers(1, te[users] + 1)
-    for rows in batch_rows(np.minimum(ends, n), batch_size, bucket, rng):
-        u, e = users[rows], ends[rows]
-        items = collate(splits.corpus, u, np.maximum(e - n, 0), e, n)
-        times = collate_times(splits.corpus, u, np.maximum(e - n, 0), e, n)
-        real = items > 0
-        hide = real & (rng.random(items.shape) < mask_prob)
-        # every row predicts at least one item: force one random real position where none was drawn
-        none = ~hide.any(1)
-        if none.any():
-            nreal = real[none].sum(1)
-            pick = n - 1 - (rng.random(none.sum()) * nreal).astype(np.int64)
-            hide[np.flatnonzero(none), pick] = True
-        targets = np.where(hide, items, 0)
-        yield _batch(np.where(hide, mask_token, items), targets, u, times)
+def window_ends(train_ends: np.ndarray, first: int, window: str, rng: np.random.Generator) -> np.ndarray:
+    """Where each row's training window ends (train.window): at the end of the training part (last), or at a
+    uniform point in first..end (random: a random window each epoch)."""
+    return train_ends if window == "last" else rng.integers(first, train_ends + 1)
 
 
 def eval_batches(splits: Splits, rows: EvalSet, n: int, batch_size: int,
@@ -163,7 +111,7 @@ def eval_batches(splits: Splits, rows: EvalSet, n: int, batch_size: int,
             times = collate_times(corpus, u, np.maximum(e - n, 0), e, n)
         targets = np.zeros_like(items)
         targets[:, -1] = corpus.items[corpus.offsets[u] + e]
-        yield _batch(items, targets, u, times), idx
+        yield to_batch(items, targets, u, times), idx
 
 
 def train_item_counts(splits: Splits, block: int = 1 << 22) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Models: Block (mixer + FFN) and SeqEncoder (embed -> L x Block -> norm), with streaming step()."""
 
-from longrec.model.encoder import SeqEncoder, build_model
+from longrec.model.encoder import SeqEncoder
 
-__all__ = ["SeqEncoder", "build_model"]
+__all__ = ["SeqEncoder"]

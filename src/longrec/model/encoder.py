@@ -7,7 +7,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from longrec.config import ModelConfig, TrainConfig
+from longrec.config import ModelConfig
 from longrec.errors import ConfigError
 from longrec.mixers import build_mixer
 from longrec.mixers.base import MixerState, positions
@@ -18,9 +18,9 @@ from longrec.model.time import BUCKETS, gap_buckets
 
 class SeqEncoder(nn.Module):
     """items [B,N] int64 (0 = PAD), mask [B,N] bool -> h [B,N,D]; h at a position summarises events up to it
-    (causal mixers) or the whole window (global mixers). Items 1..num_items are real; ids above are special
-    tokens (the BERT4Rec mask token). The output layer is the item embedding table (tied) unless
-    cfg.tie_output is false, then a separate [num_items+1, D] table."""
+    (causal mixers) or the whole window (global mixers). Items 1..num_items are real; the `extra_tokens` ids
+    above them are special input tokens (a mask token, say), embedded but never scored. The output layer is
+    the item embedding table (tied) unless cfg.tie_output is false, then a separate [num_items+1, D] table."""
 
     def __init__(self, num_items: int, cfg: ModelConfig, extra_tokens: int = 0) -> None:
         super().__init__()
@@ -137,23 +137,6 @@ def _init(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             nn.init.zeros_(m.weight[m.padding_idx])
-
-
-def build_model(num_items: int, model: ModelConfig, train: TrainConfig) -> SeqEncoder:
-    """The encoder for an experiment; enforces the leakage rule (global mixers only with last/masked items)."""
-    extra = 1 if train.objective == "masked_item" else 0
-    enc = SeqEncoder(num_items, model, extra_tokens=extra)
-    if train.objective == "next_item" and not enc.causal:
-        raise ConfigError(
-            f"config: mixer '{model.mixer}' with mixer_args {model.mixer_args} is global (bidirectional): it would see "
-            "the future when trained on every position; use train.objective=last_item or masked_item, or a causal mixer"
-        )
-    return enc
-
-
-def mask_token(enc: SeqEncoder, train: TrainConfig) -> int:
-    """Id of the BERT4Rec mask token, or 0 when the objective uses none."""
-    return enc.num_items + 1 if train.objective == "masked_item" else 0
 
 
 def describe(enc: SeqEncoder) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from torch import Tensor
 from longrec.data.corpus import Corpus
 from longrec.errors import ConfigError, LongrecError
 from longrec.mixers.base import MixerState
-from longrec.model.encoder import SeqEncoder, mask_token
+from longrec.model.encoder import SeqEncoder
+from longrec.objectives import mask_token
 from longrec.scoring import EncoderQuery, EncoderScorer, banned_pairs, top_k
 from longrec.serve.store import EventKey, StateStore, UserRecord, open_store
 from longrec.serve.stream import STREAMERS, Streamer, StreamMode, encode_last, stream_mode

@@ -6,7 +6,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,11 @@ import torch
 from tqdm import tqdm
 
 from longrec.config import ExperimentConfig, TrainConfig
-from longrec.data.loader import Batch, last_item_batches, masked_item_batches, next_item_batches, train_item_counts
+from longrec.data.loader import Batch, train_item_counts
 from longrec.data.split import Splits
 from longrec.errors import ConfigError
-from longrec.model.encoder import SeqEncoder, build_model, describe, mask_token
+from longrec.model.encoder import SeqEncoder, describe
+from longrec.objectives import build_model, get_objective, mask_token
 from longrec.scoring import EncoderScorer
 from longrec.train.baseline import fit_baseline
 from longrec.train.checkpoint import (
@@ -53,21 +54,13 @@ def make_optimizer(model: SeqEncoder, train: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=train.lr)
 
 
-def epoch_batches(cfg: ExperimentConfig, splits: Splits, rng: np.random.Generator, mtok: int) -> Iterator[Batch]:
-    t, n, bs = cfg.train, cfg.model.max_len, cfg.train.batch_size
-    makers: dict[str, Callable[[], Iterator[Batch]]] = {
-        "next_item": lambda: next_item_batches(splits, n, bs, rng, t.window, t.bucket),
-        "last_item": lambda: last_item_batches(splits, n, bs, rng, t.cuts, t.bucket),
-        "masked_item": lambda: masked_item_batches(splits, n, bs, rng, t.mask_prob, mtok, t.window, t.bucket),
-    }
-    return makers[t.objective]()
+def epoch_batches(cfg: ExperimentConfig, splits: Splits, rng: np.random.Generator) -> Iterator[Batch]:
+    """The training batches of one epoch, as the objective builds them."""
+    return get_objective(cfg.train).batches(splits, cfg.model.max_len, cfg.train, rng)
 
 
 def batches_per_epoch(cfg: ExperimentConfig, splits: Splits) -> int:
-    te = splits.train_ends
-    rows = {"next_item": int((te >= 2).sum()), "masked_item": int((te >= 1).sum()),
-            "last_item": int((te >= 2).sum()) * cfg.train.cuts if cfg.train.cuts else int(np.maximum(te - 1, 0).sum())}
-    return -(-rows[cfg.train.objective] // cfg.train.batch_size)
+    return -(-get_objective(cfg.train).rows(splits, cfg.train) // cfg.train.batch_size)
 
 
 def init_weights(init: str, splits: Splits) -> Path:
@@ -112,26 +105,13 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
     if cfg.model.time != "none" and splits.corpus.times is None:
         raise ConfigError(f"config: model.time={cfg.model.time} needs event timestamps, and {cfg.data.name} has none "
                           "(give data.time_col for a CSV log, or use model.time=none)")
-    torch.manual_seed(cfg.seed)
-    model = build_model(splits.corpus.num_items, cfg.model, cfg.train).to(device)
-    if cfg.train.init and not resume:  # before the run directory is written: a bad file leaves nothing behind
-        load_model_weights(model, init_weights(cfg.train.init, splits))
-        log(d, f"starting from the weights of {cfg.train.init}")
-    opt = make_optimizer(model, cfg.train)
-    prepare_run_dir(cfg, run_dir, resume, splits, write=d.main)
-    barrier(d)
-    prog = Progress()
-    if resume:
-        prog = Progress(**read_json(run_dir / "trainer.json"))
-        load_model_weights(model, run_dir / "last.safetensors")
-        load_optimizer(run_dir / "optim.safetensors", opt)
-        log(d, f"resuming after epoch {prog.epoch} (best {cfg.eval.metric} {prog.best:.4f} at {prog.best_epoch})")
+    model, opt, prog = _start(cfg, run_dir, resume, splits, d, device)
     prog.segments.append({"after_epoch": prog.epoch, "git_commit": origin["git_commit"], "device": origin["device"]})
     wall_before = prog.wall_seconds  # earlier starts; this one's time is added at every checkpoint
     net: torch.nn.Module = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    mtok = mask_token(model, cfg.train)
+    scorer = EncoderScorer(model, mask_token(model, cfg.train))  # the objective's query: its mask token, if any
     loss_fn = make_loss(cfg.train, model.num_items, lambda: torch.from_numpy(train_item_counts(splits)))
     info = describe(model)
     log(d, f"model: {cfg.model.mixer} x{cfg.model.layers}, {info['params']:,} parameters, device {device}"
@@ -144,8 +124,8 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
             log(d, f"stopping: time budget of {cfg.train.time_budget_min} min used")
             break
         t0 = time.time()
-        loss = train_epoch(net, model, opt, cfg, splits, epoch, mtok, device, n_batches, loss_fn, d)
-        val = evaluate(EncoderScorer(model, mtok), splits, splits.valid, cfg.eval, device, seed=cfg.seed, dist=d)
+        loss = train_epoch(net, model, opt, cfg, splits, epoch, device, n_batches, loss_fn, d)
+        val = evaluate(scorer, splits, splits.valid, cfg.eval, device, seed=cfg.seed, dist=d)
         dt = time.time() - t0
         metric = val["metrics"][cfg.eval.metric]
         prog.epoch, prog.train_seconds = epoch, prog.train_seconds + dt
@@ -162,7 +142,28 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
         log(d, f"epoch {epoch:3d}  loss {loss:.4f}  valid {cfg.eval.metric} {metric:.4f}  best {prog.best:.4f} "
             f"(epoch {prog.best_epoch})  {dt:.1f}s")
     barrier(d)  # best.safetensors is complete before any rank reads it
-    return finish(cfg, run_dir, model, splits, prog, device, mtok, wall_before + time.time() - wall0, origin, d)
+    return finish(cfg, run_dir, scorer, splits, prog, device, wall_before + time.time() - wall0, origin, d)
+
+
+def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits, d: Dist,
+           device: torch.device) -> tuple[SeqEncoder, torch.optim.Optimizer, Progress]:
+    """The model (fresh, from train.init's weights, or resumed), its optimiser and the progress so far; writes
+    the run directory (a fresh run) or checks it (resume)."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(splits.corpus.num_items, cfg.model, cfg.train).to(device)
+    if cfg.train.init and not resume:  # before the run directory is written: a bad file leaves nothing behind
+        load_model_weights(model, init_weights(cfg.train.init, splits))
+        log(d, f"starting from the weights of {cfg.train.init}")
+    opt = make_optimizer(model, cfg.train)
+    prepare_run_dir(cfg, run_dir, resume, splits, write=d.main)
+    barrier(d)
+    prog = Progress()
+    if resume:
+        prog = Progress(**read_json(run_dir / "trainer.json"))
+        load_model_weights(model, run_dir / "last.safetensors")
+        load_optimizer(run_dir / "optim.safetensors", opt)
+        log(d, f"resuming after epoch {prog.epoch} (best {cfg.eval.metric} {prog.best:.4f} at {prog.best_epoch})")
+    return model, opt, prog
 
 
 def log(d: Dist, message: str) -> None:
@@ -197,7 +198,7 @@ def train_step(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimiz
 
 
 def train_epoch(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimizer, cfg: ExperimentConfig,
-                splits: Splits, epoch: int, mtok: int, device: torch.device, n_batches: int, loss_fn: LossFn,
+                splits: Splits, epoch: int, device: torch.device, n_batches: int, loss_fn: LossFn,
                 d: Dist = SINGLE) -> float:
     """One pass over the epoch's batches; seeded by (seed, epoch) so that a resumed run replays the same data.
     net is the model or its DDP wrapper; under DDP each rank trains its shard of every global batch."""
@@ -208,7 +209,7 @@ def train_epoch(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimi
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 7 + epoch + 1_000_003 * d.rank)
     net.train()
     total, count, seqs, t0 = 0.0, 0, 0, time.time()
-    bar = tqdm(epoch_batches(cfg, splits, rng, mtok), total=n_batches, desc=f"epoch {epoch}", unit="batch",
+    bar = tqdm(epoch_batches(cfg, splits, rng), total=n_batches, desc=f"epoch {epoch}", unit="batch",
                leave=False, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr, disable=not d.main)
     for batch in bar:
         part, weight = shard(batch, d)
@@ -219,10 +220,10 @@ def train_epoch(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimi
     return mean_over_ranks(total, d, device) / max(count, 1)
 
 
-def finish(cfg: ExperimentConfig, run_dir: Path, model: SeqEncoder, splits: Splits, prog: Progress,
-           device: torch.device, mtok: int, wall: float, origin: dict[str, Any], d: Dist = SINGLE) -> dict[str, Any]:
+def finish(cfg: ExperimentConfig, run_dir: Path, scorer: EncoderScorer, splits: Splits, prog: Progress,
+           device: torch.device, wall: float, origin: dict[str, Any], d: Dist = SINGLE) -> dict[str, Any]:
     """Evaluate the best checkpoint on valid and test (the only time test is touched); write results.json."""
+    model = scorer.model
     if (run_dir / "best.safetensors").exists():
         model.load_state_dict(load_tensors(run_dir / "best.safetensors"))
-    return write_results(cfg, run_dir, EncoderScorer(model, mtok), splits, prog, device, wall, origin,
-                         describe(model)["params"], d)
+    return write_results(cfg, run_dir, scorer, splits, prog, device, wall, origin, describe(model)["params"], d)

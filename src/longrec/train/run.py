@@ -13,7 +13,8 @@ from longrec.config import ExperimentConfig, config_from_dict
 from longrec.data.split import Splits
 from longrec.errors import CheckpointError, ConfigError
 from longrec.metrics import format_table
-from longrec.model.encoder import SeqEncoder, build_model, mask_token
+from longrec.model.encoder import SeqEncoder
+from longrec.objectives import build_model, mask_token
 from longrec.scoring import EncoderScorer, Scorer
 from longrec.train.baseline import baseline_scorer
 from longrec.train.checkpoint import load_model_weights, read_json, write_json
