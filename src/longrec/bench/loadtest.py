@@ -227,7 +227,7 @@ def check_states(url: str, run_dir: Path, replay_store: Path, sent: list[Ev], n_
     (Recommender.observe_many on a fresh store): a lost, doubled or reordered event changes the state."""
     import httpx
 
-    from longrec.serve.session import Event, Recommender
+    from longrec.serve.recommender import Event, Recommender
 
     history: dict[str, list[Ev]] = {}
     for ev in sent:

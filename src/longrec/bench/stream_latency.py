@@ -35,7 +35,7 @@ from longrec.config import load_config
 from longrec.data.corpus import Corpus
 from longrec.errors import LongrecError
 from longrec.model.encoder import build_model, mask_token
-from longrec.serve.session import Recommender
+from longrec.serve.recommender import Recommender
 from longrec.serve.store import open_store
 from longrec.serve.stream import STREAMERS, StreamMode
 

@@ -1,6 +1,6 @@
 """Streaming inference and the HTTP service (app.py needs the `serve` extra: fastapi, uvicorn)."""
 
-from longrec.serve.session import (
+from longrec.serve.recommender import (
     Applied,
     Event,
     Recommender,

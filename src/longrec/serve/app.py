@@ -17,7 +17,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ConfigError(f"the HTTP service needs the serve extra: pip install 'longrec[serve]' ({e})") from None
 
-from longrec.serve.session import Event, Recommender, Scored, ServeError
+from longrec.serve.recommender import Event, Recommender, Scored, ServeError
 from longrec.serve.store import StoreError
 from longrec.serve.stream import StreamMode
 
