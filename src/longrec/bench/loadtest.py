@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from longrec.errors import LongrecError
-from longrec.serve.store import open_store
+from longrec.serve.store_url import open_store
 
 Ev = tuple[str, str, str]  # (user, item, event id)
 

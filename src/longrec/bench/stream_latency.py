@@ -36,7 +36,7 @@ from longrec.data.corpus import Corpus
 from longrec.errors import LongrecError
 from longrec.model.encoder import build_model, mask_token
 from longrec.serve.recommender import Recommender
-from longrec.serve.store import open_store
+from longrec.serve.store_url import open_store
 from longrec.serve.stream import STREAMERS, StreamMode
 
 DEFAULT_LENGTHS = (256, 1024, 4096, 16384)

@@ -10,7 +10,9 @@ from longrec.serve.recommender import (
     UnknownItem,
     UnknownUser,
 )
-from longrec.serve.store import SQLiteStore, StateStore, StoreError, UserRecord, open_store
+from longrec.serve.sqlite_store import SQLiteStore
+from longrec.serve.store import StateStore, StoreError, UserRecord
+from longrec.serve.store_url import open_store
 from longrec.serve.stream import StreamMode
 
 __all__ = [
