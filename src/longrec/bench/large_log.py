@@ -50,9 +50,9 @@ def write_log(path: Path, events: int, users: int, items: int, group: int = 1 <<
 
 def cell(spec: dict[str, Any]) -> dict[str, Any]:
     """One preparation in this fresh process."""
+    from longrec.data.mmap_corpus import prepare_streaming
     from longrec.data.prepare import build_corpus
     from longrec.data.readers import Columns, read_log
-    from longrec.data.stream import prepare_streaming
 
     path, out, cols = Path(spec["log"]), Path(spec["out"]), Columns("user", "item", "ts")
     base = peak_rss_mib()

@@ -37,7 +37,7 @@ from longrec.errors import LongrecError
 from longrec.model.encoder import build_model, mask_token
 from longrec.serve.recommender import Recommender
 from longrec.serve.store_url import open_store
-from longrec.serve.stream import STREAMERS, StreamMode
+from longrec.serve.streamers import STREAMERS, StreamMode
 
 DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
 COLUMNS = tuple(

@@ -13,7 +13,7 @@ from longrec.serve.recommender import (
 from longrec.serve.sqlite_store import SQLiteStore
 from longrec.serve.store import StateStore, StoreError, UserRecord
 from longrec.serve.store_url import open_store
-from longrec.serve.stream import StreamMode
+from longrec.serve.streamers import StreamMode
 
 __all__ = [
     "Applied",

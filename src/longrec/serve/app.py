@@ -19,7 +19,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from longrec.serve.recommender import Event, Recommender, Scored, ServeError
 from longrec.serve.store import StoreError
-from longrec.serve.stream import StreamMode
+from longrec.serve.streamers import StreamMode
 
 MAX_EVENTS = 10_000  # per request: bounds the work (and the write transaction) one call can cause
 MAX_ITEMS = 10_000  # per anonymous history; only the newest max_len events are encoded
