@@ -13,7 +13,6 @@ from torch import Tensor
 from longrec.config import load_config
 from longrec.errors import ConfigError
 from longrec.mixers import build_mixer
-from longrec.mixers.base import prefill
 from longrec.mixers.gated_delta import GatedDeltaMixer
 from longrec.mixers.gla import GLAMixer
 from longrec.mixers.retention import RetentionMixer
@@ -130,7 +129,7 @@ def test_gated_delta_without_conv_streams_and_ignores_pads() -> None:
     y = m(x, mask)
     x2 = torch.where(mask[..., None], x, 1e3)  # garbage in the pads
     torch.testing.assert_close(m(x2, mask), y, rtol=1e-10, atol=1e-10)
-    y_pre, state = prefill(m, x[:, :5], mask[:, :5])
+    y_pre, state = m.prefill(x[:, :5], mask[:, :5])
     assert set(state) == {"S"}
     torch.testing.assert_close(y_pre, y[:, :5], rtol=1e-10, atol=1e-10)
     for t in range(5, 8):

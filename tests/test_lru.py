@@ -9,7 +9,6 @@ import torch
 
 from longrec.config import load_config
 from longrec.mixers import build_mixer
-from longrec.mixers.base import prefill
 from longrec.mixers.lru import LRUMixer
 from longrec.model import build_model
 from longrec.ops import Backend
@@ -167,7 +166,7 @@ def test_skip_variant_keeps_the_contract() -> None:
     full = m(x, mask)
     (full**2).sum().backward()
     assert m.skip is not None and m.skip.grad is not None and m.skip.grad.abs().sum() > 0
-    y, state = prefill(m, x[:, :5], mask[:, :5])
+    y, state = m.prefill(x[:, :5], mask[:, :5])
     torch.testing.assert_close(y, full[:, :5])
     for t in range(5, 8):
         y_t, state = m.step(state, x[:, t])
