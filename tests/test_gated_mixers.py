@@ -1,5 +1,5 @@
 """Retention, GLA and Gated DeltaNet beyond the contract: each layer against its formula written out, the decay
-schedules, options the contract does not build (no conv, naive backend), config errors, and the presets streaming."""
+schedules, options the contract does not build (no conv, loop backend), config errors, and the presets streaming."""
 
 from __future__ import annotations
 
@@ -138,10 +138,11 @@ def test_gated_delta_without_conv_streams_and_ignores_pads() -> None:
 
 
 @pytest.mark.parametrize(("name", "args"), [("retention", {}), ("gla", {}), ("gated_delta", {})])
-def test_naive_backend_gives_the_same_layer_and_bad_options_are_config_errors(name: str, args: dict) -> None:
+def test_loop_backend_gives_the_same_layer_and_bad_options_are_config_errors(name: str, args: dict) -> None:
     x, mask = window([5, 3], 5)
-    torch.testing.assert_close(make(name, 2, {**args, "backend": "naive"})(x, mask), make(name, 2, args)(x, mask))
-    with pytest.raises(ConfigError, match="must be one of chunked, naive, got 'fla'"):
+    for loop in ("loop", "naive"):  # naive: the loop's old name, still accepted from saved configs
+        torch.testing.assert_close(make(name, 2, {**args, "backend": loop})(x, mask), make(name, 2, args)(x, mask))
+    with pytest.raises(ConfigError, match="must be one of chunked, loop, got 'fla'"):
         make(name, 2, {"backend": "fla"})
     with pytest.raises(ConfigError, match="split evenly into 5 heads"):
         make(name, 5, {})

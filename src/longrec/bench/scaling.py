@@ -2,14 +2,14 @@
 
 Every variant runs side by side in one process tree, lengths in the outer loop, so CPU ratios compare like with like.
 A variant is a preset (`longrec list presets`) or a registered mixer (plugged into the sasrec shell with its default
-arguments), optionally with `@BACKEND` (chunked | fla | naive) for mixers with a causal op backend. Level `mixer` times
-the token mixer alone on x [B,N,D]; `block` one Block (mixer + FFN); `model` the preset's SeqEncoder (depth as in the
-preset) plus chunked CE over a catalogue of --items on every position. All run in train mode; bf16 is autocast, as in
-training. Two raw kernels are variants too, at every level the same op on q, k, v of shape [B,N,1,D] (one head of
-width D, as causal-linrec and sasrec): `kernel:sdpa` (torch's scaled_dot_product_attention, is_causal and no
-mask, so flash attention on CUDA in bf16, memory-efficient attention in fp32) and `kernel:fla`
-(flash-linear-attention's chunk_simple_gla, CUDA only). They are the floors the mixers are measured against;
-bf16 casts their inputs.
+arguments), optionally with `@BACKEND` (chunked | loop | fla; lru: scan | loop) for mixers with a causal op backend.
+Level `mixer` times the token mixer alone on x [B,N,D]; `block` one Block (mixer + FFN); `model` the preset's SeqEncoder
+(depth as in the preset) plus chunked CE over a catalogue of --items on every position. All run in train mode; bf16 is
+autocast, as in training. Two raw kernels are variants too, at every level the same op on q, k, v of shape [B,N,1,D]
+(one head of width D, as causal-linrec and sasrec): `kernel:sdpa` (torch's scaled_dot_product_attention, is_causal and
+no mask, so flash attention on CUDA in bf16, memory-efficient attention in fp32) and `kernel:fla`
+(flash-linear-attention's chunk_simple_gla, CUDA only). They are the floors the mixers are measured against; bf16 casts
+their inputs.
 
 Each cell is one warm-up run, then the median of --reps timed runs (CUDA synchronised). Peak memory:
   CUDA: growth of torch.cuda.max_memory_allocated over the memory allocated before the cell (parameters, grads,
@@ -53,9 +53,10 @@ from longrec.config import ModelConfig, from_dict, load_config, preset_names
 from longrec.errors import LongrecError
 from longrec.losses import chunked_ce
 from longrec.mixers import MIXERS, build_mixer
-from longrec.mixers.linear import op_backend
+from longrec.mixers.base import op_backend
 from longrec.model.block import Block
 from longrec.model.encoder import SeqEncoder
+from longrec.ops import Backend
 
 DEFAULT_LENGTHS = tuple(2**k for k in range(7, 15))  # 128 .. 16384
 LEVELS = ("mixer", "block", "model")
@@ -88,7 +89,7 @@ def variant_config(variant: str, dim: int, max_len: int) -> ModelConfig:
     if name not in preset_names() and name in MIXERS:
         base, overrides = REFERENCE, [f"model.mixer={name}", *overrides]
     if backend:
-        op_backend(backend)  # a ConfigError naming the valid backends
+        op_backend(backend, tuple(Backend))  # a ConfigError naming the valid backends
         overrides.append(f"model.mixer_args.backend={backend}")
     cfg = load_config(base, overrides).model
     _mixer_args(cfg)  # fail now, not hours into a sweep

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from longrec.config import from_dict
+from longrec.errors import ConfigError
+from longrec.ops.backend import Backend
 from longrec.registry import Registry
 
 MixerState = dict[str, Tensor]  # named tensors with batch as the first axis: serialisable per user
@@ -64,6 +67,19 @@ class StatefulOpMixer(nn.Module):
         real = torch.ones(x_t.shape[0], 1, dtype=torch.bool, device=x_t.device)
         y, new = self._run(x_t[:, None], real, state, True)
         return y[:, 0], new
+
+
+def op_backend(name: str, supported: Sequence[Backend]) -> Backend:
+    """The op backend named in a mixer config (`naive`, the loop's old name, reads as `loop`); a name outside
+    `supported` is a ConfigError listing them."""
+    try:
+        backend: Backend | None = Backend(name)
+    except ValueError:
+        backend = None
+    if backend is None or backend not in supported:
+        valid = ", ".join(b.value for b in supported)
+        raise ConfigError(f"config: 'model.mixer_args.backend' must be one of {valid}, got {name!r}")
+    return backend
 
 
 def build_mixer(name: str, dim: int, heads: int, dropout: float, args: dict[str, Any]) -> nn.Module:

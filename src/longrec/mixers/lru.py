@@ -41,7 +41,7 @@ _LOOP_MIN_BATCH_CPU = 32
 def _pick_backend(choice: str, batch: int, device: torch.device) -> Backend:
     if choice == "auto":
         choice = "loop" if device.type == "cpu" and batch >= _LOOP_MIN_BATCH_CPU else "scan"
-    return Backend.NAIVE if choice == "loop" else Backend.CHUNKED
+    return Backend.LOOP if choice == "loop" else Backend.SCAN
 
 
 def _no_decay(t: Tensor) -> nn.Parameter:
