@@ -4,8 +4,8 @@ Times forward + backward of lru_scan on CPU or CUDA for every (N, B); both paths
 interleaved, and each cell is the minimum over --reps runs after one warm-up (CUDA synchronised), so the ratio
 compares like with like.
 
-    python -m longrec.bench.lru_scan --lengths 200 1000 4000 16000 --batches 1 8 --threads 1
-    python -m longrec.bench.lru_scan --device cuda --lengths 200 1000 4000 16000 --batches 1 8 128
+    python -m benchmarks.lru_scan --lengths 200 1000 4000 16000 --batches 1 8 --threads 1   # from the repository root
+    python -m benchmarks.lru_scan --device cuda --lengths 200 1000 4000 16000 --batches 1 8 128
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import torch
 from torch import Tensor
 
-from longrec.bench import sync
+from longrec.bench.harness import sync
 from longrec.ops import Backend
 from longrec.ops.lru import lru_scan
 
