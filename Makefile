@@ -26,7 +26,7 @@ train: setup
 	$(BIN)/longrec train configs/ml-1m-sasrec.yaml --run-dir $(RUN)
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
 # the Redis store's tests need a redis-server binary (they start their own): installed here when missing

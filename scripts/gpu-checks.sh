@@ -116,7 +116,7 @@ bench block-fp32 $((BENCH_S * 15 / 100)) --level block --dtype fp32 --variants $
 bench model-bf16 $((BENCH_S * 15 / 100)) --level model --dtype bf16 --variants sasrec causal-linrec lrurec hydrarec-causal recgrela-causal
 # fla last, in its own process: a compile failure or fault must not take the CUDA context of the other sweeps
 bench fla-bf16 $((BENCH_S * 25 / 100)) --level mixer --dtype bf16 --variants sasrec causal-linrec causal-linrec@fla lt-sasrec lt-sasrec@fla kernel:sdpa kernel:fla
-timeout $((BENCH_S / 10)) $PY -m longrec.bench.lru_scan --device $DEVICE --lengths 200 1000 4000 16000 --batches 1 8 128 \
+timeout $((BENCH_S / 10)) $PY -m benchmarks.lru_scan --device $DEVICE --lengths 200 1000 4000 16000 --batches 1 8 128 \
   >"$B/lru-scan.txt" 2>&1; stamp "lru scan: exit $?"
 cat "$B"/*.txt | grep -v "^ " | head -250
 

@@ -78,8 +78,7 @@ def repeat_corpus() -> Corpus:
     """Users who repeat: each sequence cycles through its own 3 items, so the target is always in the history."""
     rng = np.random.default_rng(0)
     seqs = [np.tile(rng.choice(np.arange(1, 31), 3, replace=False), 4)[: rng.integers(5, 12)] for _ in range(30)]
-    return Corpus(np.concatenate(seqs).astype(np.int32), np.concatenate([[0], np.cumsum([len(s) for s in seqs])]),
-                  None, np.array([str(u) for u in range(30)]), np.array(["<pad>"] + [str(i) for i in range(1, 31)]))
+    return Corpus.from_seqs(seqs, 30)
 
 
 def test_unmasked_protocol_is_named_and_lets_personal_baselines_find_repeated_targets() -> None:

@@ -15,7 +15,7 @@ import pytest
 from local_http import serve
 from longrec.data import datasets
 from longrec.data.datasets import NamedDataset, load_corpus, record_path, resolve
-from longrec.data.stream import load_large_corpus
+from longrec.data.mmap_corpus import load_large_corpus
 from longrec.errors import DataError
 from longrec.registry import Registry
 from test_dataset_formats import KUAI_HEADER, LASTFM, LASTFM_ROWS, LASTFM_SEQS, kuai, seqs, tar_gz, zip_file

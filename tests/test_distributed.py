@@ -85,11 +85,7 @@ def test_distributed_without_a_launcher_is_a_clear_error(monkeypatch: pytest.Mon
 
 def eval_corpus(users: int = 13) -> Corpus:
     rng = np.random.default_rng(0)
-    seqs = [rng.integers(1, 31, rng.integers(3, 20)) for _ in range(users)]
-    items = np.concatenate(seqs).astype(np.int32)
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    return Corpus(items, offsets, None, np.array([str(u) for u in range(users)]),
-                  np.array(["<pad>"] + [str(i) for i in range(1, 31)]))
+    return Corpus.from_seqs([rng.integers(1, 31, rng.integers(3, 20)) for _ in range(users)], 30)
 
 
 def eval_ranks(d: Dist, item_chunk: int) -> np.ndarray:

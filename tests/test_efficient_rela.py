@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from longrec.config import load_config
 from longrec.errors import ConfigError
 from longrec.mixers import build_mixer
-from longrec.mixers.base import prefill
 from longrec.mixers.efficient import EfficientMixer, causal_efficient_attn, global_efficient_attn
 from longrec.mixers.rela import RelaMixer, rotary
 from longrec.objectives import build_model
@@ -112,7 +111,7 @@ def test_efficient_mixer_step_matches_forward_through_several_chunks() -> None:
     x = torch.randn(2, 9, 8, dtype=torch.float64)
     mask = left_mask([9, 4], 9)
     full = m(x, mask)
-    y, state = prefill(m, x[:, :5], mask[:, :5])
+    y, state = m.prefill(x[:, :5], mask[:, :5])
     torch.testing.assert_close(y, full[:, :5], rtol=1e-10, atol=1e-10)
     for t in range(5, 9):
         y_t, state = m.step(state, x[:, t])

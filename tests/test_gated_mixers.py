@@ -1,5 +1,5 @@
 """Retention, GLA and Gated DeltaNet beyond the contract: each layer against its formula written out, the decay
-schedules, options the contract does not build (no conv, naive backend), config errors, and the presets streaming."""
+schedules, options the contract does not build (no conv, loop backend), config errors, and the presets streaming."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from torch import Tensor
 from longrec.config import load_config
 from longrec.errors import ConfigError
 from longrec.mixers import build_mixer
-from longrec.mixers.base import prefill
 from longrec.mixers.gated_delta import GatedDeltaMixer
 from longrec.mixers.gla import GLAMixer
 from longrec.mixers.retention import RetentionMixer
@@ -130,7 +129,7 @@ def test_gated_delta_without_conv_streams_and_ignores_pads() -> None:
     y = m(x, mask)
     x2 = torch.where(mask[..., None], x, 1e3)  # garbage in the pads
     torch.testing.assert_close(m(x2, mask), y, rtol=1e-10, atol=1e-10)
-    y_pre, state = prefill(m, x[:, :5], mask[:, :5])
+    y_pre, state = m.prefill(x[:, :5], mask[:, :5])
     assert set(state) == {"S"}
     torch.testing.assert_close(y_pre, y[:, :5], rtol=1e-10, atol=1e-10)
     for t in range(5, 8):
@@ -139,10 +138,11 @@ def test_gated_delta_without_conv_streams_and_ignores_pads() -> None:
 
 
 @pytest.mark.parametrize(("name", "args"), [("retention", {}), ("gla", {}), ("gated_delta", {})])
-def test_naive_backend_gives_the_same_layer_and_bad_options_are_config_errors(name: str, args: dict) -> None:
+def test_loop_backend_gives_the_same_layer_and_bad_options_are_config_errors(name: str, args: dict) -> None:
     x, mask = window([5, 3], 5)
-    torch.testing.assert_close(make(name, 2, {**args, "backend": "naive"})(x, mask), make(name, 2, args)(x, mask))
-    with pytest.raises(ConfigError, match="must be one of chunked, naive, got 'fla'"):
+    for loop in ("loop", "naive"):  # naive: the loop's old name, still accepted from saved configs
+        torch.testing.assert_close(make(name, 2, {**args, "backend": loop})(x, mask), make(name, 2, args)(x, mask))
+    with pytest.raises(ConfigError, match="must be one of chunked, loop, got 'fla'"):
         make(name, 2, {"backend": "fla"})
     with pytest.raises(ConfigError, match="split evenly into 5 heads"):
         make(name, 5, {})

@@ -91,7 +91,7 @@ def test_lru_scan_on_cuda_equals_loop(n: int) -> None:
     b = torch.randn(4, n, 32, 2, generator=g).cuda()
     w = torch.randn(a.shape, generator=g).cuda()
     outs = []
-    for backend in (Backend.NAIVE, Backend.CHUNKED):
+    for backend in (Backend.LOOP, Backend.SCAN):
         aa, bb = a.clone().requires_grad_(), b.clone().requires_grad_()
         h, s = lru_scan(aa, bb, output_final_state=True, backend=backend)
         (h * w).sum().backward()

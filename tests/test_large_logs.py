@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from longrec.config import load_config
-from longrec.data import stream
+from longrec.data import mmap_corpus
 from longrec.data.corpus import Corpus
 from longrec.data.loader import train_item_counts
 from longrec.data.prepare import build_corpus
@@ -50,7 +50,7 @@ def write_parquet(path: Path, rows: dict[str, list], group: int = 50) -> Path:
 def test_streamed_parquet_equals_the_in_memory_preparation(tmp_path: Path, time_col: str) -> None:
     path = write_parquet(tmp_path / "log.parquet", log_rows())
     cols = Columns("user", "item", time_col)
-    got = stream.prepare_streaming(path, "parquet", cols, tmp_path / "out", rows=17, part_events=40)
+    got = mmap_corpus.prepare_streaming(path, "parquet", cols, tmp_path / "out", rows=17, part_events=40)
     assert isinstance(got.items, np.memmap) and isinstance(got.offsets, np.memmap)
     assert_same_corpus(got, build_corpus(read_log(path, "parquet", cols)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.parquet", "out"]  # no temporary left
@@ -62,7 +62,7 @@ def test_streamed_parquet_with_integer_ids_sorts_them_numerically(tmp_path: Path
             "ts": rng.integers(0, 10, 200).tolist()}
     path = write_parquet(tmp_path / "ints.parquet", rows)
     cols = Columns("user", "item", "ts")
-    got = stream.prepare_streaming(path, "parquet", cols, tmp_path / "out", rows=33, part_events=25)
+    got = mmap_corpus.prepare_streaming(path, "parquet", cols, tmp_path / "out", rows=33, part_events=25)
     assert_same_corpus(got, build_corpus(read_log(path, "parquet", cols)))
     assert got.item_ids[1:].astype(int).tolist() == sorted(got.item_ids[1:].astype(int).tolist())
 
@@ -81,14 +81,14 @@ def test_streamed_csv_and_tsv_with_iso_dates_equal_the_in_memory_preparation(tmp
         path.write_text(text)
     base = fmt.removesuffix(".gz")
     cols = Columns("user", "item", "when")
-    got = stream.prepare_streaming(path, base, cols, tmp_path / "out", rows=8, part_events=30)
+    got = mmap_corpus.prepare_streaming(path, base, cols, tmp_path / "out", rows=8, part_events=30)
     assert_same_corpus(got, build_corpus(read_log(path, base, cols)))
 
 
 def test_memory_mapped_corpus_gives_the_same_splits_batches_and_counts(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "log.parquet", log_rows())
     cols = Columns("user", "item", "ts")
-    mapped = stream.prepare_streaming(path, "parquet", cols, tmp_path / "out")
+    mapped = mmap_corpus.prepare_streaming(path, "parquet", cols, tmp_path / "out")
     loaded = build_corpus(read_log(path, "parquet", cols))
     a, b = leave_one_out(mapped), leave_one_out(loaded)
     np.testing.assert_array_equal(a.train_ends, b.train_ends)
@@ -105,36 +105,36 @@ def test_load_large_corpus_caches_and_handles_other_formats(tmp_path: Path, monk
     monkeypatch.setenv("LONGREC_CACHE_DIR", str(tmp_path / "cache"))
     path = write_parquet(tmp_path / "log.parquet", log_rows())
     calls = []
-    real = stream.prepare_streaming
-    monkeypatch.setattr(stream, "prepare_streaming", lambda *a, **k: calls.append(1) or real(*a, **k))
-    first = stream.load_large_corpus(str(path), "auto", Columns("user", "item", "ts"))
-    again = stream.load_large_corpus(str(path), "auto", Columns("user", "item", "ts"))
+    real = mmap_corpus.prepare_streaming
+    monkeypatch.setattr(mmap_corpus, "prepare_streaming", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = mmap_corpus.load_large_corpus(str(path), "auto", Columns("user", "item", "ts"))
+    again = mmap_corpus.load_large_corpus(str(path), "auto", Columns("user", "item", "ts"))
     assert len(calls) == 1 and isinstance(again.items, np.memmap)
     assert_same_corpus(first, again)
     pairs = synthetic_log(tmp_path / "walk.txt", users=5)  # not streamed: read whole once, then cached as .npy
-    got = stream.load_large_corpus(str(pairs))
+    got = mmap_corpus.load_large_corpus(str(pairs))
     assert isinstance(got.items, np.memmap)
     assert_same_corpus(got, build_corpus(read_log(pairs)))
     with pytest.raises(DataError, match="not supported with data.mmap"):
-        stream.load_large_corpus(str(path), "auto", Columns("user", "item", "ts"), kcore=2)
+        mmap_corpus.load_large_corpus(str(path), "auto", Columns("user", "item", "ts"), kcore=2)
 
 
 def test_streamed_input_errors_name_the_file_and_the_problem(tmp_path: Path) -> None:
     rows = log_rows(30)
     path = write_parquet(tmp_path / "log.parquet", rows)
     with pytest.raises(DataError, match="missing column 'when'"):
-        stream.prepare_streaming(path, "parquet", Columns("user", "item", "when"), tmp_path / "a")
+        mmap_corpus.prepare_streaming(path, "parquet", Columns("user", "item", "when"), tmp_path / "a")
     bad = dict(rows, item=[*rows["item"][:20], None, *rows["item"][21:]])
     path = write_parquet(tmp_path / "null.parquet", bad, group=7)
     with pytest.raises(DataError, match="column 'item' has a missing value at row 21"):
-        stream.prepare_streaming(path, "parquet", Columns("user", "item"), tmp_path / "b", rows=7)
+        mmap_corpus.prepare_streaming(path, "parquet", Columns("user", "item"), tmp_path / "b", rows=7)
     csv = tmp_path / "bad.csv"
     csv.write_text("user,item,ts\n1,2,3\n1,,4\n")
     with pytest.raises(DataError, match="column 'item' has a missing value at row 2"):
-        stream.prepare_streaming(csv, "csv", Columns("user", "item", "ts"), tmp_path / "c")
+        mmap_corpus.prepare_streaming(csv, "csv", Columns("user", "item", "ts"), tmp_path / "c")
     csv.write_text("user,item,ts\n1,2,3\n1,3,soon\n")
     with pytest.raises(DataError, match="numbers or ISO dates"):
-        stream.prepare_streaming(csv, "csv", Columns("user", "item", "ts"), tmp_path / "d")
+        mmap_corpus.prepare_streaming(csv, "csv", Columns("user", "item", "ts"), tmp_path / "d")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "log.parquet", "null.parquet"]
 
 

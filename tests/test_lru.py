@@ -9,7 +9,6 @@ import torch
 
 from longrec.config import load_config
 from longrec.mixers import build_mixer
-from longrec.mixers.base import prefill
 from longrec.mixers.lru import LRUMixer
 from longrec.objectives import build_model
 from longrec.ops import Backend
@@ -56,8 +55,8 @@ def run_with_grads(backend: Backend, a: torch.Tensor, b: torch.Tensor, h0: torch
 def test_scan_matches_the_sequential_oracle(N: int, with_state: bool) -> None:
     a, b, _ = recurrence_inputs(N, [N, max(1, N // 2), 1])
     h0 = torch.randn(3, 7, 2, generator=torch.Generator().manual_seed(3)) if with_state else None
-    fast = run_with_grads(Backend.CHUNKED, a, b, h0)
-    slow = run_with_grads(Backend.NAIVE, a, b, h0)
+    fast = run_with_grads(Backend.SCAN, a, b, h0)
+    slow = run_with_grads(Backend.LOOP, a, b, h0)
     assert len(fast) == len(slow) == (5 if with_state else 4)
     for name, x, ref in zip(["h", "final", "da", "db", "dh0"], fast, slow, strict=False):
         assert x.shape == ref.shape and rel_rms(x, ref) < 5e-3, f"{name}: rel RMS {rel_rms(x, ref):.2e}"
@@ -81,6 +80,9 @@ def test_empty_window_passes_the_state_and_missing_backends_raise() -> None:
     assert h.shape == (1, 0, 7, 2) and final is not None and torch.equal(final, h0)
     with pytest.raises(NotImplementedError, match="fla"):
         lru_scan(a, b, backend=Backend.FLA)
+    with pytest.raises(NotImplementedError, match="chunked"):  # the recurrence runs as a scan or a loop
+        lru_scan(a, b, backend=Backend.CHUNKED)
+    assert Backend("naive") is Backend.LOOP  # the loop's old name, as saved configs may hold it
 
 
 def test_layer_follows_the_lru_formula() -> None:
@@ -167,7 +169,7 @@ def test_skip_variant_keeps_the_contract() -> None:
     full = m(x, mask)
     (full**2).sum().backward()
     assert m.skip is not None and m.skip.grad is not None and m.skip.grad.abs().sum() > 0
-    y, state = prefill(m, x[:, :5], mask[:, :5])
+    y, state = m.prefill(x[:, :5], mask[:, :5])
     torch.testing.assert_close(y, full[:, :5])
     for t in range(5, 8):
         y_t, state = m.step(state, x[:, t])
@@ -180,8 +182,8 @@ def test_backends_of_the_mixer_agree_and_auto_picks_by_batch() -> None:
     from longrec.mixers.lru import _pick_backend
 
     cpu = torch.device("cpu")
-    assert _pick_backend("auto", 40, cpu) is Backend.NAIVE and _pick_backend("auto", 4, cpu) is Backend.CHUNKED
-    assert _pick_backend("auto", 40, torch.device("cuda")) is Backend.CHUNKED
+    assert _pick_backend("auto", 40, cpu) is Backend.LOOP and _pick_backend("auto", 4, cpu) is Backend.SCAN
+    assert _pick_backend("auto", 40, torch.device("cuda")) is Backend.SCAN
     torch.manual_seed(0)
     x = torch.randn(40, 13, 8)
     mask = torch.arange(13)[None] >= torch.randint(0, 13, (40, 1))  # left padding, some rows empty

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from longrec.config import load_config, preset_names
-from longrec.mixers import MIXERS, build_mixer
-from longrec.mixers.base import prefill
+from longrec.mixers import MIXERS, TokenMixer, build_mixer
 from longrec.objectives import build_model
 
 D, H = 12, 2
@@ -49,6 +48,11 @@ def left_padded(lengths: list[int], n: int, seed: int = 1) -> tuple[torch.Tensor
     for i, L in enumerate(lengths):
         mask[i, n - L :] = True
     return x, mask
+
+
+@pytest.mark.parametrize(("name", "args"), VARIANTS, ids=IDS)
+def test_every_mixer_implements_the_whole_protocol(name: str, args: dict) -> None:
+    assert isinstance(make(name, args), TokenMixer)  # forward, init_state, prefill and step: none reached by getattr
 
 
 @pytest.mark.parametrize(("name", "args"), VARIANTS, ids=IDS)
@@ -106,7 +110,7 @@ def test_prefill_then_step_equals_forward(name: str, args: dict) -> None:
     x, mask = left_padded([9, 6, 4], 9)
     full = m(x, mask)
     cut = 5  # prefill positions [0, 5) (all padding for row 2), then step the real events 5..8 one at a time
-    y_pre, state = prefill(m, x[:, :cut], mask[:, :cut])
+    y_pre, state = m.prefill(x[:, :cut], mask[:, :cut])
     torch.testing.assert_close(y_pre, full[:, :cut], rtol=1e-9, atol=1e-9)
     sizes = {k: v.numel() for k, v in state.items()}
     for t in range(cut, 9):

@@ -65,14 +65,14 @@ def test_chunked_matches_naive(B: int, H: int, N: int, K: int, V: int, pad: int,
     q, k, v, g, beta, s0 = inputs(B, H, N, K, V, pad, seed=N + K)
     init = s0 if with_state else None
     got = run(Backend.CHUNKED, q, k, v, g, beta, init, chunk)
-    assert_match(got, run(Backend.NAIVE, q, k, v, g, beta, init), F64, GRADS)
+    assert_match(got, run(Backend.LOOP, q, k, v, g, beta, init), F64, GRADS)
 
 
 def test_float32_within_the_design_tolerance() -> None:
     q, k, v, g, beta, s0 = inputs(2, 2, 100, 16, 16, 9, seed=5, dtype=torch.float32)
     got = run(Backend.CHUNKED, q, k, v, g, beta, s0)
     assert got[0].dtype == torch.float32
-    assert_match(got, run(Backend.NAIVE, q, k, v, g, beta, s0), F32, GRADS)
+    assert_match(got, run(Backend.LOOP, q, k, v, g, beta, s0), F32, GRADS)
 
 
 def test_strong_decays_never_overflow() -> None:
@@ -84,10 +84,10 @@ def test_strong_decays_never_overflow() -> None:
     for chunk in (16, 64):
         got = run(Backend.CHUNKED, q, k, v, g, beta, s0, chunk)
         assert all(torch.isfinite(t).all() for t in (got[0], got[1], *got[2]))
-        assert_match(got, run(Backend.NAIVE, q, k, v, g, beta, s0), F32, GRADS)
+        assert_match(got, run(Backend.LOOP, q, k, v, g, beta, s0), F32, GRADS)
 
 
-@pytest.mark.parametrize("backend", [Backend.CHUNKED, Backend.NAIVE])
+@pytest.mark.parametrize("backend", [Backend.CHUNKED, Backend.LOOP])
 def test_identity_pads_leave_the_state_unchanged(backend: Backend) -> None:
     q, k, v, g, beta, s0 = inputs(2, 2, 40, 8, 6, 11, seed=3)
     k[:, :, :11] = torch.randn(2, 2, 11, 8, dtype=k.dtype)  # β = 0 alone already makes a pad write nothing
@@ -106,7 +106,7 @@ def test_naive_one_step_follows_the_formula() -> None:
     alpha, beta = 0.7, 0.4
     S1 = alpha * (torch.eye(3) - beta * torch.outer(k, k)) @ s0 + beta * torch.outer(k, v)
     g, b = torch.tensor([[[torch.tensor(alpha).log()]]]), torch.full((1, 1, 1), beta)
-    o, s = gated_delta_rule(*(t.view(1, 1, 1, -1) for t in (q, k, v)), g, b, s0[None, None], True, Backend.NAIVE)
+    o, s = gated_delta_rule(*(t.view(1, 1, 1, -1) for t in (q, k, v)), g, b, s0[None, None], True, Backend.LOOP)
     assert s is not None
     torch.testing.assert_close(s[0, 0], S1)
     torch.testing.assert_close(o.flatten(), S1.T @ q)
@@ -116,7 +116,7 @@ def test_full_write_overwrites_what_the_key_reads() -> None:
     # α = 1, β = 1, unit k: S_t^T k_t = v_t whatever the state held (the delta rule's overwrite), in both backends
     q, k, v, _, _, s0 = inputs(1, 2, 20, 8, 5, 0, seed=4)
     ones, zeros = torch.ones(1, 2, 20, dtype=q.dtype), torch.zeros(1, 2, 20, dtype=q.dtype)
-    for backend in (Backend.CHUNKED, Backend.NAIVE):
+    for backend in (Backend.CHUNKED, Backend.LOOP):
         o, _ = gated_delta_rule(k, k, v, zeros, ones, s0, False, backend)  # read each key right after writing it
         torch.testing.assert_close(o, v)
 

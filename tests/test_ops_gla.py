@@ -76,14 +76,14 @@ def test_chunked_matches_naive(
     if per_head:
         g = g[..., None]  # (B, H, N, 1): the dispatcher's layout for one decay per head
     init = s0 if with_state else None
-    assert_match(run(Backend.CHUNKED, q, k, v, g, init, chunk), run(Backend.NAIVE, q, k, v, g, init), F64, GRADS)
+    assert_match(run(Backend.CHUNKED, q, k, v, g, init, chunk), run(Backend.LOOP, q, k, v, g, init), F64, GRADS)
 
 
 def test_float32_within_the_design_tolerance() -> None:
     q, k, v, g, s0 = inputs(2, 2, 100, 16, 16, 9, seed=5, dtype=torch.float32)
     got = run(Backend.CHUNKED, q, k, v, g, s0)
     assert got[0].dtype == torch.float32
-    assert_match(got, run(Backend.NAIVE, q, k, v, g, s0), F32, GRADS)
+    assert_match(got, run(Backend.LOOP, q, k, v, g, s0), F32, GRADS)
 
 
 @pytest.mark.parametrize(("dtype", "strength"), [(torch.float32, 5.0), (torch.float64, 60.0)], ids=["fp32", "fp64"])
@@ -96,18 +96,18 @@ def test_strong_decays_never_overflow(dtype: torch.dtype, strength: float) -> No
     for chunk in (16, 64):
         got = run(Backend.CHUNKED, q, k, v, g, s0, chunk)
         assert all(torch.isfinite(t).all() for t in (got[0], got[1], *got[2]))
-        assert_match(got, run(Backend.NAIVE, q, k, v, g, s0), F32 if dtype == torch.float32 else F64, GRADS)
+        assert_match(got, run(Backend.LOOP, q, k, v, g, s0), F32 if dtype == torch.float32 else F64, GRADS)
 
 
 def test_per_head_decay_equals_the_same_decay_on_every_channel() -> None:
     q, k, v, g, s0 = inputs(2, 3, 40, 5, 6, 4, seed=2, per_head=True)  # g (B, H, N)
     o, s = gated_linear_attn(q, k, v, g, s0, True)
-    o_ref, s_ref = gated_linear_attn(q, k, v, g[..., None].expand(k.shape), s0, True, Backend.NAIVE)
+    o_ref, s_ref = gated_linear_attn(q, k, v, g[..., None].expand(k.shape), s0, True, Backend.LOOP)
     assert s is not None and s_ref is not None
     assert rel_rms(o, o_ref) < F64 and rel_rms(s, s_ref) < F64
 
 
-@pytest.mark.parametrize("backend", [Backend.CHUNKED, Backend.NAIVE])
+@pytest.mark.parametrize("backend", [Backend.CHUNKED, Backend.LOOP])
 def test_identity_pads_leave_the_state_unchanged(backend: Backend) -> None:
     q, k, v, g, s0 = inputs(2, 2, 40, 8, 6, 11, seed=3)
     o_pad, s_pad = gated_linear_attn(q, k, v, g, s0, True, backend)
@@ -122,7 +122,7 @@ def test_naive_one_step_follows_the_formula() -> None:
     q, k, g = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 1.0, -1.0]), torch.tensor([-0.1, -1.0, -3.0])
     v, s0 = torch.tensor([2.0, -1.0]), torch.tensor([[1.0, 2.0], [0.0, -1.0], [3.0, 1.0]])
     S1 = torch.diag(g.exp()) @ s0 + torch.outer(k, v)
-    o, s = gated_linear_attn(*(t.view(1, 1, 1, -1) for t in (q, k, v, g)), s0[None, None], True, Backend.NAIVE)
+    o, s = gated_linear_attn(*(t.view(1, 1, 1, -1) for t in (q, k, v, g)), s0[None, None], True, Backend.LOOP)
     assert s is not None
     torch.testing.assert_close(s[0, 0], S1)
     torch.testing.assert_close(o.flatten(), S1.T @ q)

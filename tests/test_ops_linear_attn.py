@@ -60,7 +60,7 @@ CASES = [  # (B, H, N, K, V, left pad): odd sizes, N across several chunks, N be
 def test_chunked_matches_naive(B: int, H: int, N: int, K: int, V: int, pad: int, with_state: bool) -> None:
     q, k, v, s0 = inputs(B, H, N, K, V, pad, seed=N + K)
     init = s0 if with_state else None
-    o_ref, s_ref, g_ref = run(Backend.NAIVE, q, k, v, init)
+    o_ref, s_ref, g_ref = run(Backend.LOOP, q, k, v, init)
     o, s, grads = run(Backend.CHUNKED, q, k, v, init)
     assert o.shape == (B, H, N, V) and s.shape == (B, H, K, V)
     assert rel_rms(o, o_ref) < RTOL
@@ -82,7 +82,7 @@ def test_zeroed_rows_leave_the_state_unchanged() -> None:
 def test_naive_oracle_on_a_hand_example() -> None:
     # one head, K = V = 1: o_t = q_t * (s0 + sum_{m<=t} k_m v_m)
     q, k, v = (torch.tensor(x).view(1, 1, 3, 1) for x in ([1.0, 2.0, 3.0], [1.0, 0.0, 2.0], [2.0, 5.0, 1.0]))
-    o, s = causal_linear_attn(q, k, v, torch.full((1, 1, 1, 1), 0.5), True, Backend.NAIVE)
+    o, s = causal_linear_attn(q, k, v, torch.full((1, 1, 1, 1), 0.5), True, Backend.LOOP)
     assert o.flatten().tolist() == [2.5, 5.0, 13.5] and s is not None and s.item() == 4.5
 
 

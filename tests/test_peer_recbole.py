@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+import benchmarks
 import longrec
-from longrec.bench import peer_recbole as pr
+from benchmarks import peer_recbole as pr
 from longrec.config import load_config, to_dict
 from longrec.errors import ConfigError, DataError
 from longrec.train.report import time_to
@@ -66,15 +67,17 @@ def test_recbole_config_refuses_what_recbole_sasrec_lacks() -> None:
         pr.recbole_config(cfg, pr.PeerConfig(), Path("/d"))
 
 
-def test_driver_command_runs_this_module_in_the_peer_venv_with_only_longrec_on_the_path(tmp_path: Path) -> None:
+def test_driver_command_runs_this_module_in_the_peer_venv_with_only_longrec_and_benchmarks_on_the_path(
+        tmp_path: Path) -> None:
     job = tmp_path / "work" / "job.json"
     job.parent.mkdir()
     argv, env = pr.driver_command(Path("venv"), job, threads=1)
-    assert argv == [str(Path("venv").absolute() / "bin" / "python"), "-m", "longrec.bench.peer_recbole", "--drive",
+    assert argv == [str(Path("venv").absolute() / "bin" / "python"), "-m", "benchmarks.peer_recbole", "--drive",
                     str(job.resolve())]
     shim = Path(env["PYTHONPATH"])
-    assert [p.name for p in shim.iterdir()] == ["longrec"]
+    assert sorted(p.name for p in shim.iterdir()) == ["benchmarks", "longrec"]
     assert (shim / "longrec").resolve() == Path(longrec.__file__).resolve().parent
+    assert (shim / "benchmarks").resolve() == Path(str(benchmarks.__file__)).resolve().parent
     assert env["OMP_NUM_THREADS"] == "1"
 
 

@@ -289,7 +289,7 @@ def test_http_api(runs: Callable[[str], Path], tmp_path: Path) -> None:
 def test_state_blobs_are_safetensors_and_round_trip() -> None:
     from safetensors.torch import load
 
-    from longrec.serve.store import _encode
+    from longrec.serve.record_codec import _encode
 
     tensors = {
         "pos": torch.tensor(7),  # 0-d, as an unbatched state row holds it

@@ -22,17 +22,7 @@ from longrec.objectives.next_item import next_item_batches
 
 def make_corpus(seqs: list[list[int]], times: list[list[float]] | None = None) -> Corpus:
     """A corpus holding exactly these item-id sequences (users 0..U-1, items 1..max)."""
-    items = np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs])
-    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    t = None if times is None else np.concatenate([np.asarray(x, dtype=np.float64) for x in times])
-    num_items = int(items.max())
-    return Corpus(
-        items,
-        offsets,
-        t,
-        np.array([str(u) for u in range(len(seqs))]),
-        np.array(["<pad>"] + [str(i) for i in range(1, num_items + 1)]),
-    )
+    return Corpus.from_seqs(seqs, times=times)
 
 
 def synthetic(users: int = 300, seed: int = 0) -> Corpus:

@@ -14,7 +14,7 @@ from longrec.errors import ConfigError
 from longrec.model.time import gap_buckets
 from longrec.objectives import build_model
 from longrec.serve import Event, Recommender
-from longrec.serve.session import ServeError
+from longrec.serve.recommender import ServeError
 from longrec.train.loop import fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,6 +10,7 @@ import pytest
 
 from longrec.bench.window_sweep import main as sweep_main
 from longrec.config import load_config
+from longrec.data.synthetic import write_pairs
 from longrec.metrics import ndcg_per_row, paired_bootstrap
 from longrec.train.loop import fit
 
@@ -35,14 +36,12 @@ def test_ndcg_per_row() -> None:
 def log_file(path: Path, users: int = 40, seed: int = 0) -> Path:
     """Each user's test target is an item seen 5 times 31-35 events before: a long window finds it, a short not."""
     rng = np.random.default_rng(seed)
-    lines = []
-    for u in range(users):
-        n = int(rng.integers(36, 60))
-        seq = rng.integers(1, 400, n)
+    seqs = []
+    for _ in range(users):
+        seq = rng.integers(1, 400, int(rng.integers(36, 60)))
         seq[-36:-31] = seq[-1]
-        lines += [f"{u} {i}\n" for i in seq]
-    path.write_text("".join(lines))
-    return path
+        seqs.append(seq)
+    return write_pairs(path, enumerate(seqs))
 
 
 def test_sweep_sees_a_longer_window_pay_and_writes_its_outputs(tmp_path: Path) -> None:

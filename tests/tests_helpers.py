@@ -9,16 +9,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from longrec.data.synthetic import write_pairs
+
 
 def synthetic_log(path: Path, users: int = 120, length: int = 16, items: int = 40, seed: int = 0) -> Path:
     """Each user walks the catalogue in steps of +1 from a random start: the next item is predictable."""
     rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
-        for u in range(1, users + 1):
-            start = int(rng.integers(0, items))
-            for t in range(length):
-                f.write(f"{u} {(start + t) % items + 1}\n")
-    return path
+    starts = [int(rng.integers(0, items)) for _ in range(users)]
+    return write_pairs(path, ((u, [(s + t) % items + 1 for t in range(length)]) for u, s in enumerate(starts, 1)))
 
 
 def rel_rms(a: Tensor, b: Tensor) -> float:

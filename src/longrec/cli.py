@@ -82,8 +82,8 @@ def _plot(args: argparse.Namespace) -> None:
     print(out)
 
 
-BENCHES = {"scaling": "scaling", "lru-scan": "lru_scan", "stream-latency": "stream_latency", "loadtest": "loadtest",
-           "window-sweep": "window_sweep"}
+BENCHES = {"scaling": "scaling", "stream-latency": "stream_latency", "loadtest": "loadtest",
+           "window-sweep": "window_sweep"}  # every module of longrec.bench but its harness and scaling_report
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -168,11 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default="", help="PNG path (default RUN_DIR/attention-user-U.png)")
     pl.set_defaults(func=_plot)
 
-    b = sub.add_parser("bench", help="benchmarks that print tables and write CSV/PNG (see docs/BENCHMARKS.md)")
+    b = sub.add_parser("bench", help="benchmarks that print tables and write CSV/PNG (see docs/BENCHMARKS.md)",
+                       epilog="Studies and peer comparisons (large catalogue, large log, LRU scan vs loop, RecBole) "
+                       "are not installed: `python -m benchmarks.NAME --help` from a checkout of the repository.")
     b.add_argument("which", choices=list(BENCHES),
-                   help="scaling: mixers vs N; lru-scan: scan vs loop; stream-latency: per-event update time vs "
-                   "history length; loadtest: HTTP throughput and kill -9 durability of `longrec serve RUN_DIR`; "
-                   "window-sweep: accuracy of runs at several history windows N with paired CIs")
+                   help="scaling: mixers vs N; stream-latency: per-event update time vs history length; loadtest: "
+                   "HTTP throughput and kill -9 durability of `longrec serve RUN_DIR`; window-sweep: accuracy of runs "
+                   "at several history windows N with paired CIs")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (--help lists them)")
     b.set_defaults(func=_bench)
 

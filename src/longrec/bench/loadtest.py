@@ -32,8 +32,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from longrec.bench.harness import percentile
 from longrec.errors import LongrecError
-from longrec.serve.store import open_store
+from longrec.serve.store_url import open_store
 
 Ev = tuple[str, str, str]  # (user, item, event id)
 
@@ -177,11 +178,6 @@ def run_clients(
     return results, time.perf_counter() - t0
 
 
-def _percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
-
-
 def throughput(results: list[Sent], wall_s: float) -> dict[str, Any]:
     lat = [x for r in results for x in r.latencies]
     n = sum(len(r.acked) for r in results)
@@ -190,8 +186,8 @@ def throughput(results: list[Sent], wall_s: float) -> dict[str, Any]:
         "requests": len(lat),
         "seconds": wall_s,
         "events_per_s": n / wall_s,
-        "p50_ms": 1e3 * _percentile(lat, 0.5),
-        "p99_ms": 1e3 * _percentile(lat, 0.99),
+        "p50_ms": 1e3 * percentile(lat, 0.5),
+        "p99_ms": 1e3 * percentile(lat, 0.99),
         "errors": [r.error for r in results if r.error],
     }
 
@@ -227,7 +223,7 @@ def check_states(url: str, run_dir: Path, replay_store: Path, sent: list[Ev], n_
     (Recommender.observe_many on a fresh store): a lost, doubled or reordered event changes the state."""
     import httpx
 
-    from longrec.serve.session import Event, Recommender
+    from longrec.serve.recommender import Event, Recommender
 
     history: dict[str, list[Ev]] = {}
     for ev in sent:

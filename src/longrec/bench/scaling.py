@@ -2,20 +2,20 @@
 
 Every variant runs side by side in one process tree, lengths in the outer loop, so CPU ratios compare like with like.
 A variant is a preset (`longrec list presets`) or a registered mixer (plugged into the sasrec shell with its default
-arguments), optionally with `@BACKEND` (chunked | fla | naive) for mixers with a causal op backend. Level `mixer` times
-the token mixer alone on x [B,N,D]; `block` one Block (mixer + FFN); `model` the preset's SeqEncoder (depth as in the
-preset) plus chunked CE over a catalogue of --items on every position. All run in train mode; bf16 is autocast, as in
-training. Two raw kernels are variants too, at every level the same op on q, k, v of shape [B,N,1,D] (one head of
-width D, as causal-linrec and sasrec): `kernel:sdpa` (torch's scaled_dot_product_attention, is_causal and no
-mask, so flash attention on CUDA in bf16, memory-efficient attention in fp32) and `kernel:fla`
-(flash-linear-attention's chunk_simple_gla, CUDA only). They are the floors the mixers are measured against;
-bf16 casts their inputs.
+arguments), optionally with `@BACKEND` (chunked | loop | fla; lru: scan | loop) for mixers with a causal op backend.
+Level `mixer` times the token mixer alone on x [B,N,D]; `block` one Block (mixer + FFN); `model` the preset's SeqEncoder
+(depth as in the preset) plus chunked CE over a catalogue of --items on every position. All run in train mode; bf16 is
+autocast, as in training. Two raw kernels are variants too, at every level the same op on q, k, v of shape [B,N,1,D]
+(one head of width D, as causal-linrec and sasrec): `kernel:sdpa` (torch's scaled_dot_product_attention, is_causal and
+no mask, so flash attention on CUDA in bf16, memory-efficient attention in fp32) and `kernel:fla`
+(flash-linear-attention's chunk_simple_gla, CUDA only). They are the floors the mixers are measured against; bf16 casts
+their inputs.
 
 Each cell is one warm-up run, then the median of --reps timed runs (CUDA synchronised). Peak memory:
   CUDA: growth of torch.cuda.max_memory_allocated over the memory allocated before the cell (parameters, grads,
         inputs, activations, workspaces from the caching allocator; not the CUDA context nor the cache's slack).
   CPU:  each cell runs in a fresh interpreter (--isolate, the CPU default); the growth of its peak resident set
-        (VmHWM, see longrec.bench.memory) from a baseline taken after a tiny warm-up of the same variant (so
+        (VmHWM, see longrec.bench.harness) from a baseline taken after a tiny warm-up of the same variant (so
         library code pages and thread pools are already resident). It counts everything the cell touched,
         allocator slack included.
         Without isolation CPU memory is not measured (a process-wide high-water mark cannot be attributed to a cell).
@@ -33,10 +33,7 @@ import argparse
 import contextlib
 import gc
 import json
-import platform
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,16 +43,16 @@ from typing import Any
 
 import torch
 
-from longrec.bench import sync
-from longrec.bench.memory import peak_rss_mib
+from longrec.bench.harness import CellFailed, device_name, peak_rss_mib, run_cell, sync
 from longrec.bench.scaling_report import FAILED, markdown_table, plot_scaling, write_csv
 from longrec.config import ModelConfig, from_dict, load_config, preset_names
 from longrec.errors import LongrecError
 from longrec.losses import chunked_ce
 from longrec.mixers import MIXERS, build_mixer
-from longrec.mixers.linear import op_backend
+from longrec.mixers.base import op_backend
 from longrec.model.block import Block
 from longrec.model.encoder import SeqEncoder
+from longrec.ops import Backend
 
 DEFAULT_LENGTHS = tuple(2**k for k in range(7, 15))  # 128 .. 16384
 LEVELS = ("mixer", "block", "model")
@@ -88,7 +85,7 @@ def variant_config(variant: str, dim: int, max_len: int) -> ModelConfig:
     if name not in preset_names() and name in MIXERS:
         base, overrides = REFERENCE, [f"model.mixer={name}", *overrides]
     if backend:
-        op_backend(backend)  # a ConfigError naming the valid backends
+        op_backend(backend, tuple(Backend))  # a ConfigError naming the valid backends
         overrides.append(f"model.mixer_args.backend={backend}")
     cfg = load_config(base, overrides).model
     _mixer_args(cfg)  # fail now, not hours into a sweep
@@ -247,19 +244,10 @@ def _measure(cell: Cell, device: torch.device, rss: bool) -> dict[str, Any]:
 
 def measure_isolated(cell: Cell) -> dict[str, Any]:
     """Run one cell in a fresh interpreter: attributable CPU memory, a hard time limit, survives the OOM killer."""
-    cmd = [sys.executable, "-m", "longrec.bench.scaling", "--cell", json.dumps(asdict(cell))]
-    limit = 2 * cell.time_limit_s + 60  # 60 s: interpreter start-up and the tiny warm-up
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)
-    except subprocess.TimeoutExpired:
-        return _result("timeout", note=f"killed after {limit:.0f} s")
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode == 0 and lines:
-        return dict(json.loads(lines[-1]))
-    if proc.returncode == -signal.SIGKILL:
-        return _result("oom", note="killed by SIGKILL (presumably the kernel's OOM killer)")
-    err = proc.stderr.strip().splitlines()
-    return _result("error", note=(err[-1] if err else f"exit status {proc.returncode}")[:200])
+    try:  # 60 s: interpreter start-up and the tiny warm-up
+        return run_cell("longrec.bench.scaling", asdict(cell), 2 * cell.time_limit_s + 60)
+    except CellFailed as e:
+        return _result(e.status, note=e.note)
 
 
 def _child(spec: str) -> None:
@@ -269,16 +257,6 @@ def _child(spec: str) -> None:
         torch.set_num_threads(cell.threads)
     measure(replace(cell, N=min(cell.N, 8), batch=1, reps=1))
     print(json.dumps(measure(cell, rss=cell.device.startswith("cpu"))), flush=True)
-
-
-def device_name(device: torch.device) -> str:
-    """`cuda (<GPU name>)` or `cpu (<CPU model>)`: rows name the hardware they were measured on."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.exists() else []
-    model = next((s.split(":", 1)[1].strip() for s in lines if s.startswith("model name")), "")
-    return f"cpu ({model or platform.processor() or platform.machine()})"
 
 
 def run_scaling(

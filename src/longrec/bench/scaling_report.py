@@ -3,10 +3,10 @@ STEM-memory.png (log-log, one line per variant), and the markdown tables of docs
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
+from longrec.bench import harness
 from longrec.errors import LongrecError
 
 FAILED = ("oom", "timeout", "error")  # statuses after which a variant's larger N are skipped
@@ -16,24 +16,14 @@ COLUMNS = tuple(
 
 
 def write_csv(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{stem}.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows({k: "" if r[k] is None else r[k] for k in COLUMNS} for r in rows)
-    return path
+    return harness.write_csv(out_dir / f"{stem}.csv", rows, COLUMNS)
 
 
 def plot_scaling(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> list[Path]:
     """Log-log time (and ratio to causal softmax) vs N, and peak memory vs N: one line per variant."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise LongrecError("plotting needs matplotlib (pip install 'longrec[plot]')") from None
+    plt = harness.pyplot()
+    if plt is None:
+        raise LongrecError("plotting needs matplotlib (pip install 'longrec[plot]')")
     r0 = rows[0]
     title = f"{r0['level']} fwd+bwd, {r0['device']}, {r0['dtype']}, B={r0['batch']}, D={r0['dim']}"
     title += f", {r0['threads']} thread(s)" if r0["device"].startswith("cpu") else ""
@@ -57,11 +47,7 @@ def plot_scaling(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> list[P
             if not ax.lines:
                 ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
                 continue
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(lengths, [str(n) for n in lengths], minor=False)
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-            ax.set_yscale("log")
-            ax.grid(True, which="both", alpha=0.3)
+            harness.loglog_lengths(ax, lengths)
         if axes[0][-1].lines:  # one legend, right of the last panel
             axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.suptitle(title, fontsize=10)

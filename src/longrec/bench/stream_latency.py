@@ -16,7 +16,6 @@ of all L events. Ratios divide by the same variant's time at the smallest L of t
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import tempfile
@@ -30,14 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from longrec.bench.scaling import device_name
+from longrec.bench.harness import device_name, loglog_lengths, percentile, pyplot, write_csv
 from longrec.config import load_config
 from longrec.data.corpus import Corpus
 from longrec.errors import LongrecError
 from longrec.objectives import build_model, mask_token
-from longrec.serve.session import Recommender
-from longrec.serve.store import open_store
-from longrec.serve.stream import STREAMERS, StreamMode
+from longrec.serve.recommender import Recommender
+from longrec.serve.store_url import open_store
+from longrec.serve.streamers import STREAMERS, StreamMode
 
 DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
 COLUMNS = tuple(
@@ -81,14 +80,8 @@ class Options:
 def synthetic_corpus(lengths: Sequence[int], items: int, seed: int) -> Corpus:
     """One user per length, named `L<length>`, with that many random events over raw item ids "1".."items"."""
     g = np.random.default_rng(seed)
-    hists = [g.integers(1, items + 1, n).astype(np.int32) for n in lengths]
-    return Corpus(
-        items=np.concatenate(hists),
-        offsets=np.cumsum([0, *lengths]).astype(np.int64),
-        times=None,
-        user_ids=np.array([f"L{n}" for n in lengths]),
-        item_ids=np.array(["<pad>", *map(str, range(1, items + 1))]),
-    )
+    hists = [g.integers(1, items + 1, n) for n in lengths]
+    return Corpus.from_seqs(hists, items, user_ids=[f"L{n}" for n in lengths])
 
 
 def _interleaved(runs: dict[int, Callable[[int], object]], new: Sequence[int], opts: Options) -> dict[int, list[float]]:
@@ -109,8 +102,8 @@ def _interleaved(runs: dict[int, Callable[[int], object]], new: Sequence[int], o
 
 def _stats(times: list[float]) -> tuple[float, float]:
     """(median, p90) in microseconds."""
-    us = sorted(1e6 * t for t in times)
-    return statistics.median(us), us[min(len(us) - 1, round(0.9 * (len(us) - 1)))]
+    us = [1e6 * t for t in times]
+    return statistics.median(us), percentile(us, 0.9)
 
 
 def _observe(rec: Recommender, user: str, item: int) -> None:
@@ -206,23 +199,13 @@ def run_stream_latency(
 
 def write_outputs(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """stream-latency.csv, and stream-latency.png when matplotlib is installed."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "stream-latency.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows({k: r[k] for k in COLUMNS} for r in rows)
-    return [path, *plot(rows, out_dir)]
+    return [write_csv(out_dir / "stream-latency.csv", rows, COLUMNS), *plot(rows, out_dir)]
 
 
 def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Log-log median µs vs L, observe() and step side by side; nothing without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         print("stream-latency: matplotlib not installed, no PNG (pip install 'longrec[plot]')", file=sys.stderr)
         return []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
@@ -231,11 +214,8 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         for v in dict.fromkeys(r["variant"] for r in rows):
             pts = [(r["L"], r[key]) for r in rows if r["variant"] == v]
             ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=v)
-        ax.set(yscale="log", xlabel="history length L", ylabel="median µs per event", title=label)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(lengths, [str(n) for n in lengths])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.grid(True, which="both", alpha=0.3)
+        ax.set(xlabel="history length L", ylabel="median µs per event", title=label)
+        loglog_lengths(ax, lengths)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(f"per-event update latency, {rows[0]['device']}, {rows[0]['threads']} thread(s)", fontsize=10)
     fig.tight_layout()

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,18 @@ class Corpus:
     times: np.ndarray | None
     user_ids: np.ndarray
     item_ids: np.ndarray
+
+    @classmethod
+    def from_seqs(cls, seqs: Sequence[Sequence[int] | np.ndarray], num_items: int = 0,
+                  times: Sequence[Sequence[float]] | None = None, user_ids: Sequence[str] | None = None) -> Corpus:
+        """A corpus holding exactly these item-id sequences (ids 1..num_items, default the largest given; raw item
+        id = str(id)), users named "0".."U-1" unless user_ids are given: synthetic corpora for tests and benchmarks."""
+        items = np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs])
+        offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+        t = None if times is None else np.concatenate([np.asarray(x, dtype=np.float64) for x in times])
+        num_items = num_items or int(items.max())
+        users = np.array([str(u) for u in range(len(seqs))] if user_ids is None else list(user_ids))
+        return cls(items, offsets, t, users, np.array(["<pad>", *map(str, range(1, num_items + 1))]))
 
     @property
     def num_users(self) -> int:

@@ -30,6 +30,7 @@ import gzip
 import io
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def _session(rng: np.random.Generator, length: int, topic: int, ranks: np.ndarra
     size = cfg.items // cfg.clusters
     fresh = rng.random(length) >= cfg.follow
     fresh[0] = True
-    draws = ranks[np.searchsorted(_zipf_cdf(size, cfg.zipf), rng.random(length), side="right")]  # topic offsets
+    draws = ranks[zipf_ranks(rng, size, cfg.zipf, length)]  # topic offsets
     last = np.maximum.accumulate(np.where(fresh, np.arange(length), 0))  # the latest fresh step at or before t
     offsets = (draws[last] + np.arange(length) - last) % size
     return topic * size + offsets + 1
@@ -79,6 +80,12 @@ def _zipf_cdf(size: int, s: float) -> np.ndarray:
     """Cumulative Zipf(s) probabilities of ranks 1..size, without the final 1.0 (for searchsorted)."""
     w = 1.0 / np.arange(1, size + 1) ** s
     return np.cumsum(w / w.sum())[:-1]
+
+
+def zipf_ranks(rng: np.random.Generator, size: int, s: float, shape: int | tuple[int, ...]) -> np.ndarray:
+    """Ranks in [0, size) drawn with Zipf(s) probabilities, rank r weighing 1 / (r + 1)^s: the popularity of every
+    synthetic log here, in the benchmarks and in the tests (add 1 for item ids)."""
+    return np.searchsorted(_zipf_cdf(size, s), rng.random(shape), side="right")
 
 
 def user_log(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
@@ -115,15 +122,23 @@ def write_log(path: Path, cfg: SynthConfig) -> Path:
     """Generate and write the pairs file (atomically) and its JSON sidecar PATH.json; returns the log path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as raw:
-        # gzip: no file name and mtime 0 in the header, so equal parameters give equal bytes
-        sink: Any = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if path.suffix == ".gz" else raw
-        with io.TextIOWrapper(sink, encoding="ascii") as f:
-            for u, seq in enumerate(generate(cfg), start=1):
-                f.write("".join(f"{u} {i}\n" for i in seq.tolist()))
+    write_pairs(tmp, enumerate(generate(cfg), start=1), compress=path.suffix == ".gz")
     os.replace(tmp, path)
     meta = path.with_name(path.name + ".json")
     meta.write_text(json.dumps({"generator": "longrec.data.synthetic", **asdict(cfg)}, indent=2) + "\n")
+    return path
+
+
+def write_pairs(path: Path, histories: Iterable[tuple[object, Sequence[int] | np.ndarray]],
+                compress: bool | None = None) -> Path:
+    """A "user item" pairs file, one line per event, each user's events in order: what `longrec data` reads as a
+    log. compress (default: the name ends in .gz): gzip with no file name and mtime 0, so equal logs, equal bytes."""
+    with open(path, "wb") as raw:
+        packed = path.suffix == ".gz" if compress is None else compress
+        sink: Any = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if packed else raw
+        with io.TextIOWrapper(sink, encoding="ascii") as f:
+            for u, seq in histories:
+                f.write("".join(f"{u} {i}\n" for i in np.asarray(seq).tolist()))
     return path
 
 

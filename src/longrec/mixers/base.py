@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from longrec.config import from_dict
+from longrec.errors import ConfigError
+from longrec.ops.backend import Backend
 from longrec.registry import Registry
 
 MixerState = dict[str, Tensor]  # named tensors with batch as the first axis: serialisable per user
@@ -18,7 +21,7 @@ class TokenMixer(Protocol):
     """Mixes information across positions. x [B,N,D], mask [B,N] bool (True = real, left-padded).
 
     Pad outputs are zero and real outputs never depend on pad inputs. Causal mixers (causal=True)
-    support init_state/step: one event at a time, x_t [B,D] -> y_t [B,D].
+    support init_state/prefill/step: a window at once, then one event at a time, x_t [B,D] -> y_t [B,D].
     """
 
     causal: bool
@@ -28,6 +31,12 @@ class TokenMixer(Protocol):
     def __call__(self, x: Tensor, mask: Tensor) -> Tensor: ...
 
     def init_state(self, batch: int, device: torch.device) -> MixerState | None: ...
+
+    def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
+        """forward() of a left-padded window and the state after each row's last real event, as if every real
+        event had been stepped: x [B,N,D], mask [B,N] -> (y [B,N,D], state). Global mixers raise ValueError.
+        A mixer without a batched form can return stepped_prefill(self, x, mask)."""
+        ...
 
     def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]: ...
 
@@ -60,6 +69,19 @@ class StatefulOpMixer(nn.Module):
         return y[:, 0], new
 
 
+def op_backend(name: str, supported: Sequence[Backend]) -> Backend:
+    """The op backend named in a mixer config (`naive`, the loop's old name, reads as `loop`); a name outside
+    `supported` is a ConfigError listing them."""
+    try:
+        backend: Backend | None = Backend(name)
+    except ValueError:
+        backend = None
+    if backend is None or backend not in supported:
+        valid = ", ".join(b.value for b in supported)
+        raise ConfigError(f"config: 'model.mixer_args.backend' must be one of {valid}, got {name!r}")
+    return backend
+
+
 def build_mixer(name: str, dim: int, heads: int, dropout: float, args: dict[str, Any]) -> nn.Module:
     """Instantiate a registered mixer; `args` is validated against its config dataclass."""
     entry = MIXERS.get(name)
@@ -67,14 +89,9 @@ def build_mixer(name: str, dim: int, heads: int, dropout: float, args: dict[str,
     return entry.obj(dim, heads, dropout, cfg)  # type: ignore[call-arg]
 
 
-def prefill(mixer: TokenMixer, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
-    """Outputs of a left-padded window and the state after its last event, as if every real event had been
-    stepped. Uses the mixer's own `prefill` when it has one (KV caches, chunked ops with a final state);
-    otherwise steps position by position, keeping a row's state unchanged at its pads (fixed-size states only).
-    x [B,N,D], mask [B,N] -> (y [B,N,D], state)."""
-    own = getattr(mixer, "prefill", None)
-    if own is not None:
-        return own(x, mask)  # type: ignore[no-any-return]
+def stepped_prefill(mixer: TokenMixer, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
+    """TokenMixer.prefill by stepping position by position, a row's state unchanged at its pads: for mixers
+    without a batched prefill (fixed-size states only). x [B,N,D], mask [B,N] -> (y [B,N,D], state)."""
     B, N, _ = x.shape
     state = mixer.init_state(B, x.device)
     if state is None:

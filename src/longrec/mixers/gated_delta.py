@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longrec.errors import ConfigError
-from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer
-from longrec.mixers.gla import gated_head_norm, head_width, op_backend
+from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer, op_backend
+from longrec.mixers.gla import GATED_OP_BACKENDS, gated_head_norm, head_width
 from longrec.ops.delta import gated_delta_rule
 
 
@@ -30,7 +30,7 @@ class GatedDeltaConfig:
     dt_min: float = 0.001  # softplus(dt_bias) initialised log-uniform in [dt_min, dt_max] (Mamba2; the paper's code)
     dt_max: float = 0.1
     eps: float = 1e-5  # per-head RMS norm
-    backend: str = "chunked"  # gated_delta_rule backend: chunked (torch, WY form, default) | naive (the oracle)
+    backend: str = "chunked"  # gated_delta_rule backend: chunked (torch, WY form, default) | loop (oracle; or naive)
 
 
 class GatedDeltaMixer(StatefulOpMixer):
@@ -42,7 +42,7 @@ class GatedDeltaMixer(StatefulOpMixer):
             raise ConfigError(f"config: gated_delta needs conv >= 0, 0 < dt_min <= dt_max and a_max > 0, got {cfg}")
         self.heads, self.eps, self.kernel = heads, cfg.eps, cfg.conv
         d = self.head_dim = head_width(dim, heads, "gated_delta")
-        self.backend = op_backend(cfg.backend)
+        self.backend = op_backend(cfg.backend, GATED_OP_BACKENDS)
         self.proj = nn.Linear(dim, 4 * dim + 2 * heads, bias=False)  # q, k, v, output gate; α's and β's logits
         # the depthwise conv's taps [kernel, 3D], oldest first, as shifted products: nn.Conv1d with groups = 3D runs
         # one slow kernel per channel in float64 on CPU (13 s for one tiny preset forward on two busy threads)

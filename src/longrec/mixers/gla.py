@@ -15,19 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longrec.errors import ConfigError
-from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer
+from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer, op_backend
 from longrec.ops.backend import Backend
 from longrec.ops.gla import gated_linear_attn
 
-OP_BACKENDS = (Backend.CHUNKED, Backend.NAIVE)  # the pure-torch ops of the gated mixers have no fla backend yet
-
-
-def op_backend(name: str) -> Backend:
-    """The op backend named in a gated mixer's config; another name is a ConfigError listing the valid ones."""
-    valid = [b.value for b in OP_BACKENDS]
-    if name not in valid:
-        raise ConfigError(f"config: 'model.mixer_args.backend' must be one of {', '.join(valid)}, got {name!r}")
-    return Backend(name)
+GATED_OP_BACKENDS = (Backend.CHUNKED, Backend.LOOP)  # the pure-torch ops of the gated mixers have no fla backend yet
 
 
 def head_width(total: float, heads: int, what: str) -> int:
@@ -54,7 +46,7 @@ class GLAConfig:
     gate_rank: int = 16  # rank of the decay's projection x -> gate_rank -> keys (the paper: 16)
     tau: float = 16.0  # log α = logsigmoid(·) / τ; τ = 16 (the paper) keeps α near 1: ≈ 0.96 at init, memory ≈ 23
     eps: float = 1e-5  # per-head RMS norm
-    backend: str = "chunked"  # gated_linear_attn backend: chunked (torch, default) | naive (the oracle, tests)
+    backend: str = "chunked"  # gated_linear_attn backend: chunked (torch, default) | loop (the oracle; or naive)
 
 
 class GLAMixer(StatefulOpMixer):
@@ -67,7 +59,7 @@ class GLAMixer(StatefulOpMixer):
         self.heads, self.tau, self.eps = heads, cfg.tau, cfg.eps
         self.head_k = head_width(cfg.expand_k * dim, heads, "gla key")
         self.head_v = head_width(dim, heads, "gla value")
-        self.backend = op_backend(cfg.backend)
+        self.backend = op_backend(cfg.backend, GATED_OP_BACKENDS)
         HK, HV = heads * self.head_k, heads * self.head_v
         self.proj = nn.Linear(dim, 2 * HK + 2 * HV, bias=False)  # q, k, v and the output gate r, as in the paper
         self.decay = nn.Sequential(nn.Linear(dim, cfg.gate_rank, bias=False), nn.Linear(cfg.gate_rank, HK))

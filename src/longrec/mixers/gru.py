@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from longrec.mixers.base import MIXERS, MixerState
+from longrec.mixers.base import MIXERS, MixerState, stepped_prefill
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ class GRUMixer(nn.Module):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=N)  # (B, N, D) right-padded
         back = ((ar - shift) % N)[..., None].expand(B, N, D)
         return out.gather(1, back) * mask[..., None]
+
+    def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
+        """forward() plus the hidden state after each row's last real event, stepped event by event."""
+        return stepped_prefill(self, x, mask)
 
     def init_state(self, batch: int, device: torch.device) -> MixerState | None:
         return {"h": torch.zeros(batch, self.gru.hidden_size, device=device, dtype=self.gru.weight_hh_l0.dtype)}  # type: ignore[arg-type]

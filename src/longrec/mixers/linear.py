@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from longrec.errors import ConfigError
-from longrec.mixers.base import MIXERS, MixerState
+from longrec.mixers.base import MIXERS, MixerState, op_backend
 from longrec.ops.backend import Backend
 from longrec.ops.linear_attn import causal_linear_attn
 
@@ -18,15 +17,10 @@ from longrec.ops.linear_attn import causal_linear_attn
 class LinearConfig:
     causal: bool = True  # False: global form phi(Q)(phi(K)^T V) over the whole window (no step())
     eps: float = 1e-6  # added to the normaliser phi(q_t) . z_t, as in the paper's code
-    backend: str = "chunked"  # causal op backend: chunked (torch) | fla (CUDA, extra longrec[gpu]) | naive
+    backend: str = "chunked"  # causal op backend: chunked (torch) | fla (CUDA, extra longrec[gpu]) | loop (or naive)
 
 
-def op_backend(name: str) -> Backend:
-    """The op backend named in a mixer config; an unknown name is a ConfigError listing the valid ones."""
-    valid = [b.value for b in Backend]
-    if name not in valid:
-        raise ConfigError(f"config: 'model.mixer_args.backend' must be one of {', '.join(valid)}, got {name!r}")
-    return Backend(name)
+LINEAR_OP_BACKENDS = (Backend.LOOP, Backend.CHUNKED, Backend.FLA)  # what causal_linear_attn implements
 
 
 class LinearMixer(nn.Module):
@@ -39,7 +33,7 @@ class LinearMixer(nn.Module):
         self.causal = cfg.causal
         self.heads = heads
         self.eps = cfg.eps
-        self.backend = op_backend(cfg.backend)
+        self.backend = op_backend(cfg.backend, LINEAR_OP_BACKENDS)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 

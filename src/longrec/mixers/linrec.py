@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longrec.errors import ConfigError
-from longrec.mixers.base import MIXERS, MixerState, positions
-from longrec.mixers.linear import op_backend
+from longrec.mixers.base import MIXERS, MixerState, op_backend, positions
+from longrec.mixers.linear import LINEAR_OP_BACKENDS
 from longrec.ops.linear_attn import causal_linear_attn
 
 NORMS = ("paper", "token")
@@ -23,7 +23,7 @@ class LinRecConfig:
     l2: bool = True  # False: Figure 4 "w/o L2", the norms dropped (the 1/sqrt(d), 1/sqrt(n) scales stay)
     elu: bool = True  # False: Figure 4 "w/o ELU", identity feature map
     eps: float = 1e-6  # added under each square root of a sum of squares (pads, all-zero features)
-    backend: str = "chunked"  # causal op backend: chunked (torch) | fla (CUDA, extra longrec[gpu]) | naive
+    backend: str = "chunked"  # causal op backend: chunked (torch) | fla (CUDA, extra longrec[gpu]) | loop (or naive)
     local: int = 0  # > 0: add a causal depthwise conv of this width over V (the last `local` positions) to the
     #                 attention output; an ablation (docs/RESULTS.md), not in the paper. 0: the paper's mixer
 
@@ -49,7 +49,7 @@ class LinRecMixer(nn.Module):
         self.causal = cfg.causal
         self.heads = heads
         self.cfg = cfg
-        self.backend = op_backend(cfg.backend)
+        self.backend = op_backend(cfg.backend, LINEAR_OP_BACKENDS)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.local = nn.Conv1d(dim, dim, cfg.local, groups=dim, bias=False) if cfg.local else None

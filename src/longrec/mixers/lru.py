@@ -33,7 +33,7 @@ class LRUConfig:
 
 
 # On CPU the sequential loop beats the log-depth scan once the batch is wide enough to hide the per-step overhead
-# (python -m longrec.bench.lru_scan, one thread, P = 128: scan/loop 0.3x at B = 1 but 1.1x at B = 32 and 1.6x at
+# (python -m benchmarks.lru_scan, one thread, P = 128: scan/loop 0.3x at B = 1 but 1.1x at B = 32 and 1.6x at
 # B = 128, N = 200..1000); on CUDA the scan's log-depth wins over N kernel launches.
 _LOOP_MIN_BATCH_CPU = 32
 
@@ -41,7 +41,7 @@ _LOOP_MIN_BATCH_CPU = 32
 def _pick_backend(choice: str, batch: int, device: torch.device) -> Backend:
     if choice == "auto":
         choice = "loop" if device.type == "cpu" and batch >= _LOOP_MIN_BATCH_CPU else "scan"
-    return Backend.NAIVE if choice == "loop" else Backend.CHUNKED
+    return Backend.LOOP if choice == "loop" else Backend.SCAN
 
 
 def _no_decay(t: Tensor) -> nn.Parameter:

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from longrec.errors import ConfigError
-from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer
-from longrec.mixers.gla import gated_head_norm, head_width, op_backend
+from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer, op_backend
+from longrec.mixers.gla import GATED_OP_BACKENDS, gated_head_norm, head_width
 from longrec.ops.gla import gated_linear_attn
 
 # decay schedules: (heads, exp_min, exp_max) -> e [H], γ_h = 1 - 2^(-e_h)
@@ -35,7 +35,7 @@ class RetentionConfig:
     exp_max: float = 8.0  # spread: the slowest head, γ = 1 - 2^-8 (≈ 256 events, past max_len = 200); H = 4 = RetNet
     learnable: bool = False  # True: learn each head's decay from the schedule's value (RetNet keeps them fixed)
     eps: float = 1e-6  # per-head RMS norm
-    backend: str = "chunked"  # gated_linear_attn backend: chunked (torch, default) | naive (the oracle, tests)
+    backend: str = "chunked"  # gated_linear_attn backend: chunked (torch, default) | loop (the oracle; or naive)
 
 
 def decay_schedule(cfg: RetentionConfig, heads: int) -> Tensor:
@@ -54,7 +54,7 @@ class RetentionMixer(StatefulOpMixer):
         super().__init__()  # dropout: no attention matrix to drop from; the block drops the mixer output
         self.heads, self.eps = heads, cfg.eps
         self.head_dim = head_width(dim, heads, "retention")
-        self.backend = op_backend(cfg.backend)
+        self.backend = op_backend(cfg.backend, GATED_OP_BACKENDS)
         # log γ = -exp(w): any learned w keeps γ in (0, 1); 1-D, so make_optimizer applies no weight decay
         w = torch.log(-torch.log(decay_schedule(cfg, heads))).float()  # (H,)
         self.decay_log: Tensor

@@ -8,7 +8,7 @@ from typing import TypeVar, cast
 import torch
 from torch import Tensor, nn
 
-from longrec.mixers.base import MixerState, TokenMixer, prefill
+from longrec.mixers.base import MixerState, TokenMixer
 
 S = TypeVar("S")
 
@@ -71,7 +71,7 @@ class Block(nn.Module):
 
     def prefill(self, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
         """forward() and the mixer state after each row's last real event."""
-        return self._around(x, lambda a: prefill(self.mixer, a, mask))
+        return self._around(x, lambda a: self.mixer.prefill(a, mask))
 
     def step(self, state: MixerState, x_t: Tensor) -> tuple[Tensor, MixerState]:
         """x_t [B,D] -> ([B,D], new state): the same computation as forward at one new position."""

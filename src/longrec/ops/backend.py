@@ -1,4 +1,6 @@
-"""Backend enum for ops: chosen explicitly; an unavailable backend raises, nothing falls back silently."""
+"""Backend enum for ops, each named for what runs: chosen explicitly; an unavailable backend raises, nothing falls
+back silently. An op implements a subset (linear attention: loop, chunked, fla; gla and gated delta: loop,
+chunked; the LRU recurrence: loop, scan) and raises NotImplementedError for the others."""
 
 from __future__ import annotations
 
@@ -6,6 +8,12 @@ from enum import Enum
 
 
 class Backend(str, Enum):
-    NAIVE = "naive"  # fp32 sequential loop: the oracle (for LRU also the faster CPU path at wide batches)
-    CHUNKED = "chunked"  # the pure-torch parallel path (chunked linear attention, log-depth LRU scan); default
-    FLA = "fla"  # flash-linear-attention Triton kernels (CUDA, extra longrec[gpu])
+    LOOP = "loop"  # sequential fp32 loop over positions (the ops' naive.py): the tests' oracle, and for the LRU on
+    #                CPU at wide batches also the faster path, which the lru mixer's `auto` picks in production
+    CHUNKED = "chunked"  # chunk-parallel pure torch (linear attention, gla, gated delta); their default
+    SCAN = "scan"  # log-depth associative scan in pure torch (the LRU recurrence); its default
+    FLA = "fla"  # flash-linear-attention Triton kernels (linear attention; CUDA, extra longrec[gpu])
+
+    @classmethod
+    def _missing_(cls, value: object) -> Backend | None:
+        return cls.LOOP if value == "naive" else None  # the loop's old name, as saved configs may still hold it

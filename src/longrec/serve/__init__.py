@@ -1,6 +1,6 @@
 """Streaming inference and the HTTP service (app.py needs the `serve` extra: fastapi, uvicorn)."""
 
-from longrec.serve.session import (
+from longrec.serve.recommender import (
     Applied,
     Event,
     Recommender,
@@ -10,8 +10,10 @@ from longrec.serve.session import (
     UnknownItem,
     UnknownUser,
 )
-from longrec.serve.store import SQLiteStore, StateStore, StoreError, UserRecord, open_store
-from longrec.serve.stream import StreamMode
+from longrec.serve.sqlite_store import SQLiteStore
+from longrec.serve.store import StateStore, StoreError, UserRecord
+from longrec.serve.store_url import open_store
+from longrec.serve.streamers import StreamMode
 
 __all__ = [
     "Applied",

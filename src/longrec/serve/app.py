@@ -17,9 +17,9 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ConfigError(f"the HTTP service needs the serve extra: pip install 'longrec[serve]' ({e})") from None
 
-from longrec.serve.session import Event, Recommender, Scored, ServeError
+from longrec.serve.recommender import Event, Recommender, Scored, ServeError
 from longrec.serve.store import StoreError
-from longrec.serve.stream import StreamMode
+from longrec.serve.streamers import StreamMode
 
 MAX_EVENTS = 10_000  # per request: bounds the work (and the write transaction) one call can cause
 MAX_ITEMS = 10_000  # per anonymous history; only the newest max_len events are encoded

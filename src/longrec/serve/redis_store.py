@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from longrec.errors import ConfigError
-from longrec.serve.store import EventKey, StoreBatch, StoreError, UserRecord, decode_record, encode_record
+from longrec.serve.record_codec import decode_record, encode_record
+from longrec.serve.store import EventKey, StoreBatch, StoreError, UserRecord
 
 try:
     import redis

@@ -10,9 +10,9 @@ import yaml
 
 from longrec.config import ExperimentConfig, config_from_dict, to_dict
 from longrec.data.datasets import load_corpus
+from longrec.data.mmap_corpus import load_large_corpus
 from longrec.data.readers import Columns
 from longrec.data.split import Splits, make_splits
-from longrec.data.stream import load_large_corpus
 from longrec.errors import CheckpointError, ConfigError
 from longrec.train.checkpoint import read_json, write_json
 

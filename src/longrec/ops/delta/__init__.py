@@ -31,13 +31,13 @@ def gated_delta_rule(
     """q, k [B,H,N,K], v [B,H,N,V], g [B,H,N] (log α <= 0), beta [B,H,N] (in [0, 1]), initial_state [B,H,K,V] ->
     (o [B,H,N,V] in q's dtype, final_state [B,H,K,V] in at least float32, or None).
 
-    Backend.CHUNKED: the chunk-parallel WY form (chunked.py); Backend.NAIVE: the sequential loop (the oracle). Other
+    Backend.CHUNKED: the chunk-parallel WY form (chunked.py); Backend.LOOP: the sequential loop (the oracle). Other
     backends raise. Left pads: give them g = 0 and β = 0 (and k = 0).
     """
     if q.shape[2] == 0:  # an empty window: no output, the state passes through
         final = initial_state if initial_state is not None else k.new_zeros(*k.shape[:2], k.shape[-1], v.shape[-1])
         return v.new_zeros(v.shape).to(q.dtype), (final if output_final_state else None)
-    if backend is Backend.NAIVE:
+    if backend is Backend.LOOP:
         return naive_gated_delta(q, k, v, g, beta, initial_state, output_final_state)
     if backend is Backend.CHUNKED:
         return chunked_gated_delta(q, k, v, g, beta, initial_state, output_final_state)

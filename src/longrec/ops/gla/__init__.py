@@ -26,7 +26,7 @@ def gated_linear_attn(
     """q, k [B,H,N,K], v [B,H,N,V], g [B,H,N,K] (per key channel) or [B,H,N] (one decay per head), log-decays <= 0;
     initial_state [B,H,K,V] -> (o [B,H,N,V] in q's dtype, final_state [B,H,K,V] in at least float32, or None).
 
-    Backend.CHUNKED: chunk-parallel torch (chunked.py), exact for any g <= 0 without overflow; Backend.NAIVE: the
+    Backend.CHUNKED: chunk-parallel torch (chunked.py), exact for any g <= 0 without overflow; Backend.LOOP: the
     sequential loop (the oracle). Other backends raise. Left pads: give them g = 0 and k = 0.
     """
     if g.dim() == 3:  # one decay per head, broadcast over the key channels (the chunked path uses a [C, C] mask)
@@ -34,7 +34,7 @@ def gated_linear_attn(
     if q.shape[2] == 0:  # an empty window: no output, the state passes through
         final = initial_state if initial_state is not None else k.new_zeros(*k.shape[:2], k.shape[-1], v.shape[-1])
         return v.new_zeros(v.shape).to(q.dtype), (final if output_final_state else None)
-    if backend is Backend.NAIVE:
+    if backend is Backend.LOOP:
         return naive_gla(q, k, v, g, initial_state, output_final_state)
     if backend is Backend.CHUNKED:
         return chunked_gla(q, k, v, g, initial_state, output_final_state)

@@ -27,7 +27,7 @@ def causal_linear_attn(
     backend: Backend = Backend.CHUNKED,
 ) -> tuple[Tensor, Tensor | None]:
     """q, k [B,H,N,K], v [B,H,N,V], initial_state [B,H,K,V] -> (o [B,H,N,V], final_state [B,H,K,V] or None)."""
-    if backend is Backend.NAIVE:
+    if backend is Backend.LOOP:
         return naive_causal_linear_attn(q, k, v, initial_state, output_final_state)
     if backend is Backend.CHUNKED:
         return chunked_causal_linear_attn(q, k, v, initial_state, output_final_state)

@@ -19,19 +19,20 @@ def lru_scan(
     b: Tensor,
     initial_state: Tensor | None = None,
     output_final_state: bool = False,
-    backend: Backend = Backend.CHUNKED,
+    backend: Backend = Backend.SCAN,
 ) -> tuple[Tensor, Tensor | None]:
     """a, b [B,N,P,2] (real, imag), initial_state [B,P,2] -> (h [B,N,P,2], final_state [B,P,2] or None).
 
-    Backend.CHUNKED is the pure-torch fast path, for this op a log-depth associative scan (scan.py);
-    Backend.NAIVE the sequential loop (the oracle). Computed in at least float32, returned in a's dtype.
+    Backend.SCAN: the log-depth associative scan (scan.py); Backend.LOOP: the sequential loop (naive.py, the oracle,
+    and the faster path on CPU at wide batches). Other backends raise. Computed in at least float32, returned in a's
+    dtype.
     """
     if a.shape[1] == 0:  # an empty window: no output, the state passes through
         final = initial_state if initial_state is not None else a.new_zeros(a.shape[0], *a.shape[2:])
         return b.clone(), (final if output_final_state else None)
-    if backend is Backend.NAIVE:
+    if backend is Backend.LOOP:
         return naive_lru_scan(a, b, initial_state, output_final_state)
-    if backend is Backend.CHUNKED:
+    if backend is Backend.SCAN:
         return scan_lru(a, b, initial_state, output_final_state)
     raise NotImplementedError(f"backend {backend.value} is not implemented for lru_scan")
 

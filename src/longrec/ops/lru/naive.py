@@ -1,4 +1,5 @@
-"""The oracle: a sequential loop over positions in at least float32. Used by tests and as the benchmark baseline."""
+"""The oracle: a sequential loop over positions in at least float32 (Backend.LOOP). Used by tests, and by the lru
+mixer on CPU at wide batches, where it beats the scan."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ in the other half): log₂N levels of a few tensor ops, O(N) work, instead of N 
 run backwards, g_t = ∂h_t + conj(a_{t+1}) g_{t+1}, then ∂b_t = g_t, ∂a_t = g_t conj(h_{t-1}), ∂h_0 = g_0 conj(a_0):
 only a and h are saved, not the levels, and it beat autograd through the levels by ~1.3x on CPU.
 
-Measured on one busy CPU thread, P = 128 (python -m longrec.bench.lru_scan): 4-11x faster than the sequential
+Measured on one busy CPU thread, P = 128 (python -m benchmarks.lru_scan): 4-11x faster than the sequential
 loop at B = 1 (N = 200..1000), ~2x at B = 8, but ~0.5-0.7x at B = 128, where each loop step is big enough to hide
 its overhead and the scan's extra passes and fresh allocations cost more. Complex dtypes inside: one kernel per
 complex multiply; real/imag pair arithmetic measured ~1.5x slower. A Hillis-Steele scan (O(N log N) work) was 3-10x

@@ -6,7 +6,7 @@ user and item ids. Pass 2 maps each block to dense ids and appends (user, item, 
 The CSR arrays are then filled one range of users at a time (at most `part_events` events in memory), each
 range sorted stably by (user, time), and appended to .npy files that `Corpus.load_dir` memory-maps. Peak memory
 is O(distinct ids + block + part_events) plus the Parquet reader's buffers for one row group, not O(events):
-the events live on disk and in the page cache (docs/BENCHMARKS.md, `longrec.bench.large_log`).
+the events live on disk and in the page cache (docs/BENCHMARKS.md, `python -m benchmarks.large_log`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Benchmark the LRU op: log-depth scan (Backend.CHUNKED) vs the sequential loop (Backend.NAIVE), side by side.
+"""Benchmark the LRU op: log-depth scan (Backend.SCAN) vs the sequential loop (Backend.LOOP), side by side.
 
 Times forward + backward of lru_scan on CPU or CUDA for every (N, B); both paths run in the same process,
 interleaved, and each cell is the minimum over --reps runs after one warm-up (CUDA synchronised), so the ratio
 compares like with like.
 
-    python -m longrec.bench.lru_scan --lengths 200 1000 4000 16000 --batches 1 8 --threads 1
-    python -m longrec.bench.lru_scan --device cuda --lengths 200 1000 4000 16000 --batches 1 8 128
+    python -m benchmarks.lru_scan --lengths 200 1000 4000 16000 --batches 1 8 --threads 1   # from the repository root
+    python -m benchmarks.lru_scan --device cuda --lengths 200 1000 4000 16000 --batches 1 8 128
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import torch
 from torch import Tensor
 
-from longrec.bench import sync
+from longrec.bench.harness import sync
 from longrec.ops import Backend
 from longrec.ops.lru import lru_scan
 
@@ -46,8 +46,8 @@ def measure(B: int, N: int, P: int, reps: int, device: torch.device | str = "cpu
     w = torch.randn(a.shape, device=device)
     best = {"loop": math.inf, "scan": math.inf}
     for i in range(reps + 1):  # the first round warms up allocators and is not counted
-        t_loop, h_loop = fwd_bwd(Backend.NAIVE, a, b, w)
-        t_scan, h_scan = fwd_bwd(Backend.CHUNKED, a, b, w)
+        t_loop, h_loop = fwd_bwd(Backend.LOOP, a, b, w)
+        t_scan, h_scan = fwd_bwd(Backend.SCAN, a, b, w)
         if i:
             best["loop"], best["scan"] = min(best["loop"], t_loop), min(best["scan"], t_scan)
     best["max_abs_diff"] = float((h_loop - h_scan).abs().max())

@@ -2,12 +2,12 @@
 
 The log (user, item, ts; Zipf item popularity over --items, --users users, time order with ties) is written
 with pyarrow one row group at a time, so generating it never holds the whole log. Each preparation runs in a
-fresh interpreter; memory is its peak resident set (VmHWM, see longrec.bench.memory), reported whole and as
+fresh interpreter; memory is its peak resident set (VmHWM, see longrec.bench.harness), reported whole and as
 growth over a baseline taken after the imports. `stream` is the bounded-memory path (data.mmap=true);
 `in-memory` the default reader + build_corpus, run only up to --in-memory-max events (it holds every id as a
 Python string).
 
-    python -m longrec.bench.large_log --events 2000000 10000000
+    python -m benchmarks.large_log --events 2000000 10000000   # from the repository root
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from longrec.bench.memory import peak_rss_mib
+from longrec.bench.harness import CellFailed, markdown, peak_rss_mib, run_cell
+from longrec.data.synthetic import zipf_ranks
 
 COLUMNS = ("path", "events", "users", "items", "peak_rss_mib", "growth_mib", "seconds", "status")
 
@@ -34,14 +34,12 @@ def write_log(path: Path, events: int, users: int, items: int, group: int = 1 <<
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
-    cdf = np.cumsum(1.0 / np.arange(1, items + 1))
-    cdf /= cdf[-1]
     schema = pa.schema([("user", pa.int64()), ("item", pa.int64()), ("ts", pa.int64())])
     tmp = path.with_suffix(".tmp")
     with pq.ParquetWriter(tmp, schema) as w:
         for s in range(0, events, group):
             n = min(group, events - s)
-            item = np.minimum(np.searchsorted(cdf, rng.random(n)), items - 1) + 1
+            item = zipf_ranks(rng, items, 1.0, n) + 1
             ts = 1_600_000_000 + (s + np.arange(n)) // 3  # three events a second: ties within users too
             w.write_table(pa.table({"user": rng.integers(1, users + 1, n), "item": item, "ts": ts}, schema=schema))
     tmp.replace(path)
@@ -50,9 +48,9 @@ def write_log(path: Path, events: int, users: int, items: int, group: int = 1 <<
 
 def cell(spec: dict[str, Any]) -> dict[str, Any]:
     """One preparation in this fresh process."""
+    from longrec.data.mmap_corpus import prepare_streaming
     from longrec.data.prepare import build_corpus
     from longrec.data.readers import Columns, read_log
-    from longrec.data.stream import prepare_streaming
 
     path, out, cols = Path(spec["log"]), Path(spec["out"]), Columns("user", "item", "ts")
     base = peak_rss_mib()
@@ -69,20 +67,19 @@ def cell(spec: dict[str, Any]) -> dict[str, Any]:
 def measure(kind: str, log: Path, events: int, opts: argparse.Namespace) -> dict[str, Any]:
     out = Path(opts.dir) / f"prepared-{events}"
     shutil.rmtree(out, ignore_errors=True)
-    spec = json.dumps({"path": kind, "log": str(log), "out": str(out)})
-    proc = subprocess.run([sys.executable, "-m", "longrec.bench.large_log", "--cell", spec], capture_output=True,
-                          text=True, timeout=opts.time_limit, check=False)
-    shutil.rmtree(out, ignore_errors=True)
-    if proc.returncode != 0:
-        return {"path": kind, "events": events, "status": f"error: {proc.stderr.strip().splitlines()[-1][:80]}"}
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        r = run_cell("benchmarks.large_log", {"path": kind, "log": str(log), "out": str(out)}, opts.time_limit)
+    except CellFailed as e:
+        return {"path": kind, "events": events, "status": f"{e.status}: {e.note[:80]}"}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     if r["events"] != events:
         raise RuntimeError(f"{kind}: prepared {r['events']} events of {events}")
     return {"path": kind, **{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()}, "status": "ok"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m longrec.bench.large_log", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.large_log", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, nargs="+", default=[2_000_000, 10_000_000])
     p.add_argument("--users", type=int, default=100_000)
@@ -108,9 +105,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             rows.append(measure(kind, log, events, opts))
             print(" | ".join(str(rows[-1].get(c, "")) for c in COLUMNS), file=sys.stderr)
-    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
-    for r in rows:
-        print("| " + " | ".join(str(r.get(c, "")) for c in COLUMNS) + " |")
+    print(markdown(rows, COLUMNS))
 
 
 if __name__ == "__main__":

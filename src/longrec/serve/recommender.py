@@ -17,8 +17,9 @@ from longrec.mixers.base import MixerState
 from longrec.model.encoder import SeqEncoder
 from longrec.objectives import mask_token
 from longrec.scoring import EncoderQuery, EncoderScorer, banned_pairs, top_k
-from longrec.serve.store import EventKey, StateStore, UserRecord, open_store
-from longrec.serve.stream import STREAMERS, Streamer, StreamMode, encode_last, stream_mode
+from longrec.serve.store import EventKey, StateStore, UserRecord
+from longrec.serve.store_url import open_store
+from longrec.serve.streamers import STREAMERS, Streamer, StreamMode, encode_last, stream_mode
 from longrec.train.run import load_run
 
 MAX_LISTED = 5  # unknown ids named in one error message

@@ -2,14 +2,14 @@
 
 RecBole is an optional peer, never a dependency: `--setup` installs it into a venv of its own (numpy < 2, pandas < 3,
 ray for its quick_start), and its own trainer runs there in a subprocess: this module again, with --drive (at the top
-it imports only the standard library, yaml and three small longrec modules). Validation NDCG@10 is computed on
+it imports only the standard library, yaml and small longrec modules). Validation NDCG@10 is computed on
 longrec's protocol (history masked), which RecBole 1.2.1 does not apply to sequential models. longrec's side is read
 from a finished (or running) `longrec train` run directory.
 
-    python -m longrec.bench.peer_recbole --setup
-    python -m longrec.bench.peer_recbole --max-steps 40 --threads 1 --longrec-run runs/ml-1m-sasrec  # bounded
-    python -m longrec.bench.peer_recbole --epochs 200 --longrec-run runs/ml-1m-sasrec                # full
-    python -m longrec.bench.peer_recbole --report-only --longrec-run runs/ml-1m-sasrec  # reprint, RecBole not rerun
+    python -m benchmarks.peer_recbole --setup   # from the repository root, as every command below
+    python -m benchmarks.peer_recbole --max-steps 40 --threads 1 --longrec-run runs/ml-1m-sasrec  # bounded
+    python -m benchmarks.peer_recbole --epochs 200 --longrec-run runs/ml-1m-sasrec                # full
+    python -m benchmarks.peer_recbole --report-only --longrec-run runs/ml-1m-sasrec  # reprint, RecBole not rerun
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import benchmarks
 import longrec
-from longrec.bench.memory import peak_rss_mib, rss_mib
+from longrec.bench.harness import peak_rss_mib, rss_mib
 from longrec.config import ExperimentConfig, load_config
 from longrec.errors import ConfigError, DataError
 from longrec.train.report import read_epochs, time_to
@@ -119,14 +120,17 @@ def recbole_config(cfg: ExperimentConfig, peer: PeerConfig, data_dir: Path) -> d
 
 
 def driver_command(venv: Path, job: Path, threads: int) -> tuple[list[str], dict[str, str]]:
-    """argv and environment of the --drive subprocess; longrec reaches it through a one-link PYTHONPATH."""
-    link = job.parent / "pythonpath" / "longrec"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path(longrec.__file__).resolve().parent)  # only longrec, never this venv's numpy 2
-    env = {**os.environ, "PYTHONPATH": str(link.parent.resolve()), "OMP_NUM_THREADS": str(threads)}
+    """argv and environment of the --drive subprocess; longrec and benchmarks reach it through a PYTHONPATH of
+    two links."""
+    shim = job.parent / "pythonpath"
+    shim.mkdir(parents=True, exist_ok=True)
+    for package in (longrec, benchmarks):  # only these two, never this venv's numpy 2
+        link = shim / package.__name__
+        if not link.exists():
+            link.symlink_to(Path(str(package.__file__)).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": str(shim.resolve()), "OMP_NUM_THREADS": str(threads)}
     py = venv.absolute() / "bin" / "python"  # not resolve(): a venv's python is a symlink that must stay one
-    return [str(py), "-m", "longrec.bench.peer_recbole", "--drive", str(job.resolve())], env
+    return [str(py), "-m", "benchmarks.peer_recbole", "--drive", str(job.resolve())], env
 
 
 def setup(venv: Path) -> None:
@@ -298,7 +302,7 @@ def table(peer: dict[str, Any], ours: dict[str, Any] | None, sizes: dict[str, in
 def compare(args: argparse.Namespace) -> str:
     """Convert the data, run RecBole in its venv, read the longrec run; the report, also saved as JSON in --work."""
     if not (args.venv / "bin" / "python").exists():
-        raise SystemExit(f"{args.venv}: no RecBole venv; run `python -m longrec.bench.peer_recbole --setup` first")
+        raise SystemExit(f"{args.venv}: no RecBole venv; run `python -m benchmarks.peer_recbole --setup` first")
     cfg = load_config(args.config)
     ours = longrec_side(args.longrec_run) if args.longrec_run else None
     target = args.target or (max((e["valid"]["ndcg@10"] for e in ours["epochs"]), default=None) if ours else None)

@@ -4,7 +4,7 @@ A synthetic log of --events events over --items items (Zipf popularity, users of
 targets of a batch of B sequences x N positions and the training counts of the popularity sampler. Each cell
 runs one loss on encoder outputs h [B,N,D] (random, as the encoder's memory does not depend on the catalogue)
 and the item table [I+1,D], in a fresh interpreter: memory is the growth of its peak resident set (VmHWM, see
-longrec.bench.memory) over a baseline taken after the inputs exist and a small warm-up of the same loss has run
+longrec.bench.harness) over a baseline taken after the inputs exist and a small warm-up of the same loss has run
 (library pages and thread pools resident). Every loss that touches the table has a dense [I+1,D] fp32 gradient
 ((I+1)*D*4 bytes, 244 MiB at 1M x 64): that floor is part of the growth.
 
@@ -12,16 +12,14 @@ The naive full cross-entropy materialises [M, I+1] logits; M = positions with a 
 its predicted peak (`predicted_full_ce_mib`, checked against the measured cells) is under --cap-gib;
 elsewhere the table reports the prediction ("would need").
 
-    python -m longrec.bench.large_catalogue --threads 1
+    python -m benchmarks.large_catalogue --threads 1   # from the repository root
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from longrec.bench.memory import peak_rss_mib, rss_mib
+from longrec.bench.harness import CellFailed, markdown, peak_rss_mib, rss_mib, run_cell, write_csv
 from longrec.config import TrainConfig
+from longrec.data.synthetic import zipf_ranks
 from longrec.losses import full_ce, select
 from longrec.train.objective import make_loss
 
@@ -56,12 +55,10 @@ def predicted_full_ce_mib(positions: int, items: int, dim: int) -> float:
 def synthetic_log(items: int, events: int, seq_len: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """([U, seq_len] item ids 1..I of U = events // seq_len users, [I+1] counts); Zipf(1) item popularity."""
     rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, items + 1)
-    cdf = np.cumsum(p / p.sum())
     seqs = np.empty((events // seq_len, seq_len), dtype=np.int32)
     for s in range(0, len(seqs), 10_000):  # bounded temporaries
         block = seqs[s : s + 10_000]
-        block[:] = np.minimum(np.searchsorted(cdf, rng.random(block.shape)), items - 1) + 1
+        block[:] = zipf_ranks(rng, items, 1.0, block.shape) + 1
     counts = np.bincount(seqs.ravel(), minlength=items + 1).astype(np.float64)
     return seqs, counts
 
@@ -106,13 +103,12 @@ def measure(loss: str, b: int, n: int, opts: argparse.Namespace, data: Path) -> 
         row["predicted_mib"] = round(predicted_full_ce_mib(b * n, opts.items, opts.dim))
         if row["predicted_mib"] > opts.cap_gib * 1024:
             return {**row, "status": f"would need {row['predicted_mib'] / 1024:.1f} GiB"}
-    spec = json.dumps({"loss": loss, "B": b, "N": n, "items": opts.items, "dim": opts.dim, "threads": opts.threads,
-                       "data": str(data)})
-    proc = subprocess.run([sys.executable, "-m", "longrec.bench.large_catalogue", "--cell", spec],
-                          capture_output=True, text=True, timeout=opts.time_limit, check=False)
-    if proc.returncode != 0:
-        return {**row, "status": f"error: {(proc.stderr.strip().splitlines() or ['?'])[-1][:80]}"}
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    spec = {"loss": loss, "B": b, "N": n, "items": opts.items, "dim": opts.dim, "threads": opts.threads,
+            "data": str(data)}
+    try:
+        out = run_cell("benchmarks.large_catalogue", spec, opts.time_limit)
+    except CellFailed as e:
+        return {**row, "status": f"{e.status}: {e.note[:80]}"}
     if out["baseline_slack_mib"] > 16:
         print(f"warning: {out['baseline_slack_mib']:.0f} MiB freed under the baseline peak; growth may read low",
               file=sys.stderr)
@@ -121,7 +117,7 @@ def measure(loss: str, b: int, n: int, opts: argparse.Namespace, data: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m longrec.bench.large_catalogue", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.large_catalogue", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, default=1_000_000)
     p.add_argument("--events", type=int, default=10_000_000)
@@ -158,14 +154,8 @@ def main(argv: list[str] | None = None) -> None:
             n = min(m, 200)
             rows.append(measure(loss, -(-m // n), n, opts, data))
             print(" | ".join(str(rows[-1][c]) for c in COLUMNS), file=sys.stderr)
-    path = out / "large-catalogue.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows({c: r[c] for c in COLUMNS} for r in rows)
-    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in COLUMNS) + " |")
+    path = write_csv(out / "large-catalogue.csv", rows, COLUMNS)
+    print(markdown(rows, COLUMNS))
     print(f"\nwritten {path}; {opts.threads} thread(s); peak growth: of the peak RSS (VmHWM) in a fresh process")
 
 

@@ -1,0 +1,88 @@
+"""The benchmark harness (isolated cells, tables) and the studies under benchmarks/ on tiny inputs; `longrec bench`
+lists exactly the benchmarks the package ships."""
+
+from __future__ import annotations
+
+import csv
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import longrec.bench
+from benchmarks import large_catalogue, large_log, lru_scan
+from longrec.bench.harness import CellFailed, markdown, percentile, run_cell, write_csv
+from longrec.cli import BENCHES, build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+
+CELL = """
+import json, os, signal, sys, time
+spec = json.loads(sys.argv[sys.argv.index("--cell") + 1])
+if spec["do"] == "fail":
+    sys.exit("the cell's own error")
+if spec["do"] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(spec.get("sleep", 0))
+print("progress noise")
+print(json.dumps({"twice": 2 * spec["x"]}))
+"""
+
+
+def test_run_cell_returns_the_last_json_line_and_names_each_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cellmod.py").write_text(CELL)
+    monkeypatch.chdir(tmp_path)  # the child runs `python -m cellmod` in the same working directory
+    assert run_cell("cellmod", {"do": "ok", "x": 21}, 60) == {"twice": 42}
+    for spec, status, note in [({"do": "fail"}, "error", "the cell's own error"),
+                               ({"do": "kill"}, "oom", "killed by SIGKILL"),
+                               ({"do": "ok", "x": 1, "sleep": 30}, "timeout", "killed after 1 s")]:
+        with pytest.raises(CellFailed) as e:
+            run_cell("cellmod", spec, 1 if status == "timeout" else 60)
+        assert e.value.status == status and note in e.value.note
+
+
+def test_tables_and_percentiles(tmp_path: Path) -> None:
+    rows = [{"a": 1, "b": None}, {"a": 2}]
+    path = write_csv(tmp_path / "new" / "t.csv", rows, ("a", "b"))
+    assert list(csv.reader(path.open())) == [["a", "b"], ["1", ""], ["2", ""]]
+    assert markdown([{"a": 1, "b": "x"}], ("a", "b")) == "| a | b |\n|---|---|\n| 1 | x |"
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 3.0 and percentile([5.0], 0.99) == 5.0
+
+
+def test_longrec_bench_lists_exactly_the_benchmarks_the_package_ships(capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = {m.name for m in pkgutil.iter_modules(longrec.bench.__path__)} - {"harness", "scaling_report"}
+    assert set(BENCHES.values()) == shipped
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--help"])
+    assert "{scaling,stream-latency,loadtest,window-sweep}" in capsys.readouterr().out
+
+
+def test_large_log_study_prepares_both_ways_in_isolated_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("pyarrow")
+    monkeypatch.chdir(REPO)  # cells run `python -m benchmarks.large_log`
+    large_log.main(["--events", "3000", "--users", "40", "--items", "200", "--dir", str(tmp_path)])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| path | events |") and len(table) == 4
+    assert all("| ok |" in row and "| 3000 | 40 |" in row for row in table[2:]), table
+
+
+def test_large_catalogue_study_measures_a_loss_in_an_isolated_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(REPO)
+    large_catalogue.main(["--items", "500", "--events", "4000", "--naive", "16", "--chunked", "--sampled",
+                          "--out", str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / "large-catalogue.csv").open()))
+    assert [(r["loss"], r["positions"], r["status"]) for r in rows] == [("full_ce", "16", "ok")]
+    assert float(rows[0]["peak_growth_mib"]) >= 0 and "| full_ce |" in capsys.readouterr().out
+
+
+def test_lru_scan_study_prints_loop_and_scan_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    lru_scan.main(["--lengths", "16", "--batches", "2", "--dim", "4", "--reps", "1"])
+    out = capsys.readouterr().out.splitlines()
+    assert "loop ms" in out[1] and out[2].split()[:2] == ["16", "2"]
+    assert float(out[2].split()[-1]) < 1e-4  # max |h_loop - h_scan|
