@@ -145,20 +145,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dim", type=int, default=64, help="model dim D")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=DTYPES, default="fp32", help="bf16 = autocast, as in training")
-    p.add_argument(
-        "--level", choices=LEVELS, default="block", help="the mixer alone, one block, or the whole model with its loss"
-    )
+    p.add_argument("--level", choices=LEVELS, default="block", help="the mixer alone, one block, or the model and loss")
     p.add_argument("--reps", type=int, default=3, help="timed runs per cell after one warm-up; the median is reported")
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per cell before it counts as a timeout")
     p.add_argument("--out", type=Path, default=Path("runs/bench/scaling"), help="directory for the CSV and PNGs")
     p.add_argument("--items", type=int, default=10_000, help="catalogue size at model level")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch default)")
-    p.add_argument(
-        "--isolate",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a fresh process per cell (default: on CPU, where it is how memory is measured)",
-    )
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="a fresh process per cell (default: on CPU, where it is how memory is measured)")
     args = p.parse_args(argv)
     spec = Cell("", args.level, 0, args.batch, args.dim, args.device, args.dtype, args.reps, args.time_limit,
                 args.items, args.threads)
@@ -167,10 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     except LongrecError as e:
         p.error(str(e))
     print(markdown_table(rows))
-    print(
-        f"\nwrote {args.out}/scaling-{args.level}-{torch.device(args.device).type}-{args.dtype}.csv, -time.png, "
-        "-memory.png"
-    )
+    stem = f"scaling-{args.level}-{torch.device(args.device).type}-{args.dtype}"
+    print(f"\nwrote {args.out}/{stem}.csv, -time.png, -memory.png")
 
 
 if __name__ == "__main__":

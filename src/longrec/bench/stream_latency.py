@@ -53,15 +53,8 @@ class Variant:
     window_is_history: bool = False  # max_len = L: the window re-encoded per event is the whole prefilled history
 
 
-VARIANTS = {
-    "causal-linrec": Variant("causal-linrec", StreamMode.STEP),
-    "lt-sasrec": Variant("lt-sasrec", StreamMode.STEP),
-    "lrurec": Variant("lrurec", StreamMode.STEP),
-    "retention": Variant("retention", StreamMode.STEP),
-    "gla": Variant("gla", StreamMode.STEP),
-    "gated-delta": Variant("gated-delta", StreamMode.STEP),
-    "hydrarec-causal": Variant("hydrarec-causal", StreamMode.STEP),
-    "recgrela-causal": Variant("recgrela-causal", StreamMode.STEP),
+STEPPED = "causal-linrec lt-sasrec lrurec retention gla gated-delta hydrarec-causal recgrela-causal".split()
+VARIANTS = {p: Variant(p, StreamMode.STEP) for p in STEPPED} | {  # constant-size states, then softmax two ways
     "sasrec-reencode": Variant("sasrec", StreamMode.WINDOW, window_is_history=True),
     "sasrec-kv": Variant("sasrec", StreamMode.STEP),  # SoftmaxMixer.step: a growing KV cache
 }
@@ -163,13 +156,9 @@ def run_stream_latency(
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="longrec-stream-latency-") as tmp:
         for name in dict.fromkeys(variants):
-            rows += measure(name, lengths, opts, Path(tmp))
-            print(
-                f"{name}: "
-                + ", ".join(f"L={r['L']} {r['observe_p50_us']:.0f} us" for r in rows if r["variant"] == name),
-                file=sys.stderr,
-                flush=True,
-            )
+            mine = measure(name, lengths, opts, Path(tmp))
+            print(f"{name}: " + ", ".join(f"L={r['L']} {r['observe_p50_us']:.0f} us" for r in mine), file=sys.stderr)
+            rows += mine
     for r in rows:
         first = next(x for x in rows if x["variant"] == r["variant"])  # the smallest L: rows are sorted by L
         for path in ("observe", "step"):
