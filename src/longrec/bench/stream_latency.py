@@ -132,7 +132,7 @@ def measure(name: str, lengths: Sequence[int], opts: Options, store_dir: Path) -
     for n in lengths:
         state = records[f"L{n}"].state
         row = {**common, "L": n, "reps": min(len(t[n]) for t in times.values()),
-               "state_kib": sum(t.numel() * t.element_size() for t in state.values()) / 1024}
+               "state_kib": sum(a.numel() * a.element_size() for a in state.values()) / 1024}
         for path, t in times.items():
             us = [1e6 * x for x in t[n]]
             row[f"{path}_p50_us"], row[f"{path}_p90_us"] = statistics.median(us), percentile(us, 0.9)
