@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,13 @@ import torch
 from torch import Tensor
 
 from longrec.bench.scaling import run_scaling
+from longrec.bench.scaling_cell import Cell
 from longrec.bench.scaling_report import COLUMNS, markdown_table
 from longrec.errors import ConfigError, LongrecError
 from longrec.mixers.lru import LRUMixer
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TINY: dict[str, Any] = {"batch": 2, "dim": 16, "device": "cpu", "dtype": "fp32", "reps": 1}
+TINY = Cell("", batch=2, dim=16, device="cpu", dtype="fp32", reps=1)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -32,7 +34,7 @@ def test_block_rows_csv_pngs_and_simulated_oom(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(LRUMixer, "forward", oom)
     rows = run_scaling(
-        ["hydrarec-causal", "lrurec"], [32, 16], level="block", time_limit_s=60, out_dir=tmp_path, isolate=False, **TINY
+        ["hydrarec-causal", "lrurec"], [32, 16], replace(TINY, level="block", time_limit_s=60), tmp_path, isolate=False
     )
     status = {(r["variant"], r["N"]): r["status"] for r in rows}
     assert status == {
@@ -66,14 +68,7 @@ def test_block_rows_csv_pngs_and_simulated_oom(tmp_path: Path, monkeypatch: pyte
 
 def test_model_level_timeout_skips_larger_lengths(tmp_path: Path) -> None:
     rows = run_scaling(
-        ["sasrec", "lt-sasrec"],
-        [16, 32],
-        level="model",
-        time_limit_s=0.0,
-        out_dir=tmp_path,
-        isolate=False,
-        items=50,
-        **TINY,
+        ["sasrec", "lt-sasrec"], [16, 32], replace(TINY, level="model", time_limit_s=0.0, items=50), tmp_path, False
     )
     assert [(r["variant"], r["N"], r["status"]) for r in rows] == [
         ("sasrec", 16, "timeout"),
@@ -85,18 +80,16 @@ def test_model_level_timeout_skips_larger_lengths(tmp_path: Path) -> None:
 
 
 def test_isolated_cell_measures_cpu_memory(tmp_path: Path) -> None:
-    (row,) = run_scaling(
-        ["sasrec"], [16], level="model", time_limit_s=60, out_dir=tmp_path, isolate=True, items=50, **TINY
-    )
+    (row,) = run_scaling(["sasrec"], [16], replace(TINY, level="model", time_limit_s=60, items=50), tmp_path, True)
     assert row["status"] == "ok", row["note"]
     assert row["memory"] == "cpu_peak_rss_growth" and row["peak_mib"] >= 0 and row["ms"] > 0
 
 
 def test_unknown_variant_fails_before_measuring(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nope"):
-        run_scaling(["nope"], [16], out_dir=tmp_path, **TINY)
+        run_scaling(["nope"], [16], TINY, tmp_path)
     with pytest.raises(ConfigError, match="backend"):
-        run_scaling(["causal-linrec@cuda-magic"], [16], out_dir=tmp_path, **TINY)
+        run_scaling(["causal-linrec@cuda-magic"], [16], TINY, tmp_path)
 
 
 def test_mixer_level_with_the_raw_sdpa_kernel_and_csv_after_every_length(
@@ -112,8 +105,7 @@ def test_mixer_level_with_the_raw_sdpa_kernel_and_csv_after_every_length(
         return real(rows, out_dir, stem)
 
     monkeypatch.setattr(scaling, "write_csv", spy)
-    rows = run_scaling(["kernel:sdpa", "causal-linrec"], [8, 16], level="mixer", out_dir=tmp_path, isolate=False,
-                       **TINY)
+    rows = run_scaling(["kernel:sdpa", "causal-linrec"], [8, 16], replace(TINY, level="mixer"), tmp_path, False)
     assert [(r["variant"], r["mixer"], r["status"]) for r in rows[:3]] == [
         ("sasrec", "softmax", "ok"), ("kernel:sdpa", "kernel:sdpa", "ok"), ("causal-linrec", "linrec", "ok")
     ]
@@ -123,4 +115,4 @@ def test_mixer_level_with_the_raw_sdpa_kernel_and_csv_after_every_length(
 
 def test_the_fla_kernel_is_refused_off_cuda(tmp_path: Path) -> None:
     with pytest.raises(LongrecError, match="kernel:fla is flash-linear-attention's CUDA kernel"):
-        run_scaling(["kernel:fla"], [8], out_dir=tmp_path, isolate=False, **TINY)
+        run_scaling(["kernel:fla"], [8], TINY, tmp_path, isolate=False)

@@ -83,7 +83,7 @@ def _plot(args: argparse.Namespace) -> None:
 
 
 BENCHES = {"scaling": "scaling", "stream-latency": "stream_latency", "loadtest": "loadtest",
-           "window-sweep": "window_sweep"}  # every module of longrec.bench but its harness and scaling_report
+           "window-sweep": "window_sweep"}  # longrec.bench's modules but harness, scaling_cell and scaling_report
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -1,6 +1,6 @@
 """What every benchmark shares (longrec bench and the studies under benchmarks/): isolated cells, their memory,
-timing on a device, the hardware's name, percentiles and table/CSV output. Standard library at the top: a peer's
-venv (benchmarks.peer_recbole) imports this module too.
+timing on a device, the hardware's name, percentiles and table/CSV output (plots are longrec.plots'). Standard
+library at the top: a peer's venv (benchmarks.peer_recbole) imports this module too.
 
 An isolated cell is a measurement run in a fresh interpreter, `python -m MODULE --cell JSON`, which prints its
 result as the last line of stdout (one JSON object): a fresh process image is the only way to attribute CPU memory
@@ -111,30 +111,15 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
     return path
 
 
-def markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """A markdown table, one row per dict, these columns (a missing cell is empty)."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows])
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (files only), or None when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def loglog_lengths(ax: Any, lengths: Sequence[int]) -> None:
-    """Log-log axes over sequence lengths: base-2 x ticks at exactly `lengths`, log y, a light grid."""
-    from matplotlib.ticker import NullLocator
-
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(lengths, [str(n) for n in lengths], minor=False)
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
+def markdown(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    header: Sequence[str] | None = None,
+    formats: Mapping[str, str] | None = None,
+) -> str:
+    """A markdown table, one row per dict, these columns (a missing cell is empty) under `header` (default: the
+    column names); formats[column] is the format spec of that column's values (".2f"; default str)."""
+    fmt = formats or {}
+    lines = ["| " + " | ".join(header or columns) + " |", "|" + "---|" * len(columns)]
+    cells = ([format(r[c], fmt.get(c, "")) if c in r else "" for c in columns] for r in rows)
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])

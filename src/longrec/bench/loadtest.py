@@ -17,16 +17,17 @@ Starts `longrec serve RUN_DIR` as a subprocess on 127.0.0.1 over a state store (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,17 +40,21 @@ from longrec.serve.store_url import open_store
 Ev = tuple[str, str, str]  # (user, item, event id)
 
 
+def _option(default: Any, help_: str) -> Any:
+    return field(default=default, metadata={"help": help_})  # a --flag of `longrec bench loadtest`
+
+
 @dataclass(frozen=True)
 class LoadOptions:
-    events: int = 10_000  # throughput phase
-    crash_events: int = 2_000  # durability phase
-    clients: int = 8  # concurrent client threads
-    users: int = 200  # distinct users, spread over the clients
-    batch: int = 1  # events per request
-    kill_at: float = 0.3  # kill the server once this fraction of the durability events is acknowledged
-    dup_fraction: float = 0.1  # acknowledged events re-sent after the restart
-    check_users: int = 20  # users whose recommendations are checked against a replay
-    server_threads: int = 1  # OMP/torch threads of the server
+    events: int = _option(10_000, "events in the throughput phase")
+    crash_events: int = _option(2_000, "events in the kill -9 phase")
+    clients: int = _option(8, "concurrent client threads")
+    users: int = _option(200, "distinct users, spread over the clients")
+    batch: int = _option(1, "events per request")
+    kill_at: float = _option(0.3, "kill once this fraction of the crash-phase events is acknowledged")
+    dup_fraction: float = _option(0.1, "fraction of acknowledged events re-sent after the restart")
+    check_users: int = _option(20, "users whose served recommendations are checked against a replay")
+    server_threads: int = _option(1, "torch threads of the server")
     prefill: bool = False  # start the server with --prefill (the run's corpus users' states built first)
     start_timeout_s: float = 120.0
     seed: int = 0
@@ -62,7 +67,6 @@ class Sent:
     acked: list[Ev] = field(default_factory=list)
     unacked: list[Ev] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
-    applied: int = 0
     duplicates: int = 0
     error: str = ""
 
@@ -74,42 +78,35 @@ def free_port() -> int:
 
 
 class Server:
-    """`longrec serve` in a subprocess; its output goes to `log`."""
+    """`longrec serve` in a subprocess, started once it answers /healthz; its output goes to `log`."""
 
     def __init__(self, run_dir: Path, store: str, log: Path, opts: LoadOptions) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        cmd = [sys.executable, "-m", "longrec", "serve", str(run_dir), "--store", store, "--port", str(self.port)]
-        cmd += ["--log-level", "warning", *(["--prefill"] if opts.prefill else [])]
-        env = {**os.environ, "OMP_NUM_THREADS": str(opts.server_threads)}
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        self._wait_ready(opts.start_timeout_s)
-
-    def _wait_ready(self, timeout_s: float) -> None:
         import httpx
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise LongrecError(f"longrec serve exited with status {self.proc.returncode}:\n{self.tail()}")
-            try:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "longrec", "serve", str(run_dir), "--store", store, "--port", str(port)]
+        cmd += ["--log-level", "warning", *(["--prefill"] if opts.prefill else [])]
+        with open(log, "ab") as out:
+            env = {**os.environ, "OMP_NUM_THREADS": str(opts.server_threads)}
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + opts.start_timeout_s
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
                     return
-            except httpx.TransportError:
-                pass
             time.sleep(0.1)
+        rc = self.proc.poll()
         self.kill()
-        raise LongrecError(f"longrec serve did not answer /healthz within {timeout_s:.0f} s:\n{self.tail()}")
-
-    def tail(self, n: int = 15) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        why = f"did not answer /healthz in {opts.start_timeout_s:.0f} s" if rc is None else f"exited with status {rc}"
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise LongrecError(f"longrec serve {why}:\n{tail}")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, as in a crash."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        """SIGKILL (no shutdown handler runs, as in a crash), unless it has already ended."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -139,18 +136,14 @@ def send(url: str, events: list[Ev], batch: int, out: Sent, ack_counter: list[in
             t0 = time.perf_counter()
             try:
                 r = http.post("/v1/events", json=body)
-            except httpx.TransportError as e:
-                out.error = f"{type(e).__name__}: {e}"
-                out.unacked.extend(events[i:])
-                return
-            if r.status_code != 200:
-                out.error = f"HTTP {r.status_code}: {r.text[:200]}"
-                out.unacked.extend(events[i:])
+                failed = "" if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"
+            except httpx.TransportError as e:  # no answer: the server was killed
+                failed = f"{type(e).__name__}: {e}"
+            if failed:
+                out.error, out.unacked = failed, events[i:]
                 return
             out.latencies.append(time.perf_counter() - t0)
-            res = r.json()
-            out.applied += res["applied"]
-            out.duplicates += res["duplicates"]
+            out.duplicates += r.json()["duplicates"]
             out.acked.extend(part)
             ack_counter[0] += len(part)  # approximate across threads: only steers when to kill
 
@@ -161,18 +154,15 @@ def run_clients(
     """One thread per client; with `kill`, SIGKILL that server once kill_after events are acknowledged."""
     results = [Sent() for _ in per_client]
     acked = [0]
-    threads = [
-        threading.Thread(target=send, args=(url, evs, batch, res, acked))
-        for evs, res in zip(per_client, results, strict=True)
-    ]
+    threads = [threading.Thread(target=send, args=(url, evs, batch, res, acked))
+               for evs, res in zip(per_client, results, strict=True)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
-    while kill is not None and any(t.is_alive() for t in threads):
-        if acked[0] >= kill_after:
-            kill.kill()
-            break
+    while kill is not None and any(t.is_alive() for t in threads) and acked[0] < kill_after:
         time.sleep(0.001)
+    if kill is not None:  # every event may have been acknowledged before the kill: then it comes now
+        kill.kill()
     for t in threads:
         t.join()
     return results, time.perf_counter() - t0
@@ -181,41 +171,25 @@ def run_clients(
 def throughput(results: list[Sent], wall_s: float) -> dict[str, Any]:
     lat = [x for r in results for x in r.latencies]
     n = sum(len(r.acked) for r in results)
-    return {
-        "events": n,
-        "requests": len(lat),
-        "seconds": wall_s,
-        "events_per_s": n / wall_s,
-        "p50_ms": 1e3 * percentile(lat, 0.5),
-        "p99_ms": 1e3 * percentile(lat, 0.99),
-        "errors": [r.error for r in results if r.error],
-    }
+    return {"events": n, "requests": len(lat), "seconds": wall_s, "events_per_s": n / wall_s,
+            "p50_ms": 1e3 * percentile(lat, 0.5), "p99_ms": 1e3 * percentile(lat, 0.99),
+            "errors": [r.error for r in results if r.error]}
 
 
 def check_store(store_url: str, sent: list[Ev]) -> dict[str, Any]:
     """Every sent (user, event id) applied, and each user's event count = its number of distinct events."""
-    want: dict[str, int] = {}
-    for u, _, _ in sent:
-        want[u] = want.get(u, 0) + 1
+    want = Counter(u for u, _, _ in sent)
     store = open_store(store_url)
     try:
         with store.batch() as txn:
-            applied = txn.applied([(u, e) for u, _, e in sent])
+            missing = len(sent) - len(txn.applied([(u, e) for u, _, e in sent]))
         records = store.get(list(want))
     finally:
         store.close()
-    missing = len(sent) - len(applied)
-    wrong = {
-        u: (records[u].events if u in records else 0, n)
-        for u, n in want.items()
-        if u not in records or records[u].events != n
-    }
-    return {
-        "events_missing": missing,
-        "users_with_wrong_count": len(wrong),
-        "examples": dict(list(wrong.items())[:5]),
-        "exactly_once": missing == 0 and not wrong,
-    }
+    got = {u: records[u].events if u in records else 0 for u in want}
+    wrong = {u: (got[u], n) for u, n in want.items() if got[u] != n}
+    return {"events_missing": missing, "users_with_wrong_count": len(wrong), "examples": dict(list(wrong.items())[:5]),
+            "exactly_once": missing == 0 and not wrong}
 
 
 def check_states(url: str, run_dir: Path, replay_store: Path, sent: list[Ev], n_users: int, rng: random.Random) -> int:
@@ -258,33 +232,24 @@ def run_loadtest(run_dir: Path, opts: LoadOptions, store: str = "", work_dir: Pa
     with tempfile.TemporaryDirectory(prefix="longrec-loadtest-") as tmp:
         work = work_dir or Path(tmp)
         store = store or f"sqlite:///{work / 'loadtest-state.db'}"
-        log = work / "server.log"
-        server = Server(run_dir, store, log, opts)
+        server = Server(run_dir, store, work / "server.log", opts)
         try:
             first = plan(opts.events, opts, items, f"{tag}a", rng)
-            results, wall = run_clients(server.url, first, opts.batch)
-            report: dict[str, Any] = {"throughput": throughput(results, wall)}
+            report: dict[str, Any] = {"throughput": throughput(*run_clients(server.url, first, opts.batch))}
             crash = plan(opts.crash_events, opts, items, f"{tag}b", rng)
             results, _ = run_clients(server.url, crash, opts.batch, server, int(opts.kill_at * opts.crash_events))
-            if server.proc.poll() is None:  # every event was acknowledged before the kill: kill it now
-                server.kill()
-            server = Server(run_dir, store, log, opts)
-            again = []
-            for r in results:
-                dups = rng.sample(r.acked, int(opts.dup_fraction * len(r.acked)))
-                again.append(dups + r.unacked)
-            resent, _ = run_clients(server.url, again, opts.batch)
-            n_dups = sum(int(opts.dup_fraction * len(r.acked)) for r in results)
-            sent = [e for c in first for e in c] + [e for c in crash for e in c]
+            server = Server(run_dir, store, work / "server.log", opts)  # restarted on the same store
+            dups = [rng.sample(r.acked, int(opts.dup_fraction * len(r.acked))) for r in results]
+            resent, _ = run_clients(server.url, [d + r.unacked for d, r in zip(dups, results, strict=True)], opts.batch)
+            sent, n_dups = [e for c in first + crash for e in c], sum(map(len, dups))
             report["durability"] = {
                 "acknowledged_before_kill": sum(len(r.acked) for r in results),
                 "unacknowledged": sum(len(r.unacked) for r in results),
                 "resent_acknowledged": n_dups,
                 "committed_but_unacknowledged": sum(r.duplicates for r in resent) - n_dups,
                 "resend_errors": [r.error for r in resent if r.error],
-                "users_with_wrong_state": check_states(
-                    server.url, run_dir, work / "replay.db", sent, opts.check_users, rng
-                ),
+                "users_with_wrong_state": check_states(server.url, run_dir, work / "replay.db", sent,
+                                                       opts.check_users, rng),
             }
         finally:
             server.stop()
@@ -295,19 +260,9 @@ def run_loadtest(run_dir: Path, opts: LoadOptions, store: str = "", work_dir: Pa
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
-    d = LoadOptions()
-    for name, default, help_ in [
-        ("events", d.events, "events in the throughput phase"),
-        ("crash-events", d.crash_events, "events in the kill -9 phase"),
-        ("clients", d.clients, "concurrent client threads"),
-        ("users", d.users, "distinct users"),
-        ("batch", d.batch, "events per request"),
-        ("kill-at", d.kill_at, "kill once this fraction of the crash-phase events is acknowledged"),
-        ("dup-fraction", d.dup_fraction, "fraction of acknowledged events re-sent after the restart"),
-        ("check-users", d.check_users, "users whose served recommendations are checked"),
-        ("server-threads", d.server_threads, "torch threads of the server"),
-    ]:
-        p.add_argument(f"--{name}", type=type(default), default=default, help=help_)
+    for f in (f for f in fields(LoadOptions) if "help" in f.metadata):
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
     p.add_argument("--prefill", action="store_true", help="start the server with --prefill")
     p.add_argument("--store", default="", help="state store URL (default: a fresh SQLite file in a temp dir)")
     args = p.parse_args(argv)

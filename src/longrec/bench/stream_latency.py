@@ -29,14 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from longrec.bench.harness import device_name, loglog_lengths, percentile, pyplot, write_csv
+from longrec.bench.harness import device_name, markdown, percentile, write_csv
 from longrec.config import load_config
 from longrec.data.corpus import Corpus
 from longrec.errors import LongrecError
 from longrec.objectives import build_model, mask_token
+from longrec.plots import loglog_by_variant
 from longrec.serve.recommender import Recommender
 from longrec.serve.store_url import open_store
-from longrec.serve.streamers import STREAMERS, StreamMode
+from longrec.serve.streamers import STREAMERS, Streamer, StreamMode
 
 DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
 COLUMNS = tuple(
@@ -52,15 +53,8 @@ class Variant:
     window_is_history: bool = False  # max_len = L: the window re-encoded per event is the whole prefilled history
 
 
-VARIANTS = {
-    "causal-linrec": Variant("causal-linrec", StreamMode.STEP),
-    "lt-sasrec": Variant("lt-sasrec", StreamMode.STEP),
-    "lrurec": Variant("lrurec", StreamMode.STEP),
-    "retention": Variant("retention", StreamMode.STEP),
-    "gla": Variant("gla", StreamMode.STEP),
-    "gated-delta": Variant("gated-delta", StreamMode.STEP),
-    "hydrarec-causal": Variant("hydrarec-causal", StreamMode.STEP),
-    "recgrela-causal": Variant("recgrela-causal", StreamMode.STEP),
+STEPPED = "causal-linrec lt-sasrec lrurec retention gla gated-delta hydrarec-causal recgrela-causal".split()
+VARIANTS = {p: Variant(p, StreamMode.STEP) for p in STEPPED} | {  # constant-size states, then softmax two ways
     "sasrec-reencode": Variant("sasrec", StreamMode.WINDOW, window_is_history=True),
     "sasrec-kv": Variant("sasrec", StreamMode.STEP),  # SoftmaxMixer.step: a growing KV cache
 }
@@ -100,14 +94,12 @@ def _interleaved(runs: dict[int, Callable[[int], object]], new: Sequence[int], o
     return times
 
 
-def _stats(times: list[float]) -> tuple[float, float]:
-    """(median, p90) in microseconds."""
-    us = [1e6 * t for t in times]
-    return statistics.median(us), percentile(us, 0.9)
-
-
 def _observe(rec: Recommender, user: str, item: int) -> None:
     rec.observe(user, str(item))
+
+
+def _step(streamer: Streamer, states: dict[int, Any], n: int, item: int) -> None:
+    states[n] = streamer.extend(states[n], [[item]])
 
 
 def measure(name: str, lengths: Sequence[int], opts: Options, store_dir: Path) -> list[dict[str, Any]]:
@@ -126,42 +118,25 @@ def measure(name: str, lengths: Sequence[int], opts: Options, store_dir: Path) -
     new = np.random.default_rng(opts.seed + 1).integers(1, opts.items + 1, opts.warmup + opts.reps).tolist()
     try:
         rec.prefill_from_corpus(users_per_batch=1)  # alone: a KV cache batched with longer rows keeps pads
-        observed = _interleaved({n: partial(_observe, rec, f"L{n}") for n in lengths}, new, opts)
+        times = {"observe": _interleaved({n: partial(_observe, rec, f"L{n}") for n in lengths}, new, opts)}
         records = rec.store.get([f"L{n}" for n in lengths])
     finally:
         rec.close()
     streamer = STREAMERS[v.mode](model, token)
     with torch.inference_mode():
         states = {n: streamer.from_history([corpus.seq(u).astype("int64").tolist()]) for u, n in enumerate(lengths)}
-
-        def stepper(n: int) -> Callable[[int], None]:
-            def step(item: int) -> None:
-                states[n] = streamer.extend(states[n], [[item]])
-
-            return step
-
-        stepped = _interleaved({n: stepper(n) for n in lengths}, new, opts)
+        times["step"] = _interleaved({n: partial(_step, streamer, states, n) for n in lengths}, new, opts)
+    common = {"variant": name, "preset": v.preset, "mixer": cfg.model.mixer, "path": rec.mode.value,
+              "device": device_name(torch.device("cpu")), "threads": torch.get_num_threads()}
     rows = []
     for n in lengths:
-        (o50, o90), (s50, s90) = _stats(observed[n]), _stats(stepped[n])
         state = records[f"L{n}"].state
-        rows.append(
-            {
-                "variant": name,
-                "preset": v.preset,
-                "mixer": cfg.model.mixer,
-                "path": rec.mode.value,
-                "L": n,
-                "reps": min(len(observed[n]), len(stepped[n])),
-                "observe_p50_us": o50,
-                "observe_p90_us": o90,
-                "step_p50_us": s50,
-                "step_p90_us": s90,
-                "state_kib": sum(t.numel() * t.element_size() for t in state.values()) / 1024,
-                "device": device_name(torch.device("cpu")),
-                "threads": torch.get_num_threads(),
-            }
-        )
+        row = {**common, "L": n, "reps": min(len(t[n]) for t in times.values()),
+               "state_kib": sum(a.numel() * a.element_size() for a in state.values()) / 1024}
+        for path, t in times.items():
+            us = [1e6 * x for x in t[n]]
+            row[f"{path}_p50_us"], row[f"{path}_p90_us"] = statistics.median(us), percentile(us, 0.9)
+        rows.append(row)
     return rows
 
 
@@ -181,63 +156,41 @@ def run_stream_latency(
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="longrec-stream-latency-") as tmp:
         for name in dict.fromkeys(variants):
-            rows += measure(name, lengths, opts, Path(tmp))
-            print(
-                f"{name}: "
-                + ", ".join(f"L={r['L']} {r['observe_p50_us']:.0f} us" for r in rows if r["variant"] == name),
-                file=sys.stderr,
-                flush=True,
-            )
+            mine = measure(name, lengths, opts, Path(tmp))
+            print(f"{name}: " + ", ".join(f"L={r['L']} {r['observe_p50_us']:.0f} us" for r in mine), file=sys.stderr)
+            rows += mine
     for r in rows:
         first = next(x for x in rows if x["variant"] == r["variant"])  # the smallest L: rows are sorted by L
-        r["observe_ratio"] = r["observe_p50_us"] / first["observe_p50_us"]
-        r["step_ratio"] = r["step_p50_us"] / first["step_p50_us"]
+        for path in ("observe", "step"):
+            r[f"{path}_ratio"] = r[f"{path}_p50_us"] / first[f"{path}_p50_us"]
     if out_dir is not None:
         write_outputs(rows, Path(out_dir))
     return rows
 
 
 def write_outputs(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """stream-latency.csv, and stream-latency.png when matplotlib is installed."""
-    return [write_csv(out_dir / "stream-latency.csv", rows, COLUMNS), *plot(rows, out_dir)]
-
-
-def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Log-log median µs vs L, observe() and step side by side; nothing without matplotlib."""
-    plt = pyplot()
-    if plt is None:
+    """stream-latency.csv, and stream-latency.png (log-log median µs vs L, observe() and step side by side) when
+    matplotlib is installed."""
+    paths = [write_csv(out_dir / "stream-latency.csv", rows, COLUMNS)]
+    title = f"per-event update latency, {rows[0]['device']}, {rows[0]['threads']} thread(s)"
+    y = "median µs per event"
+    panels = [("observe_p50_us", y, "observe()"), ("step_p50_us", y, "model step only")]
+    png = loglog_by_variant(out_dir / "stream-latency.png", rows, ("L", "history length L"), panels, title)
+    if png is None:
         print("stream-latency: matplotlib not installed, no PNG (pip install 'longrec[plot]')", file=sys.stderr)
-        return []
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    lengths = sorted({r["L"] for r in rows})
-    for ax, key, label in zip(axes, ("observe_p50_us", "step_p50_us"), ("observe()", "model step only"), strict=True):
-        for v in dict.fromkeys(r["variant"] for r in rows):
-            pts = [(r["L"], r[key]) for r in rows if r["variant"] == v]
-            ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=v)
-        ax.set(xlabel="history length L", ylabel="median µs per event", title=label)
-        loglog_lengths(ax, lengths)
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(f"per-event update latency, {rows[0]['device']}, {rows[0]['threads']} thread(s)", fontsize=10)
-    fig.tight_layout()
-    path = out_dir / "stream-latency.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return paths if png is None else [*paths, png]
+
+
+TABLE = {  # column: (header, format)
+    "variant": ("variant", ""), "path": ("path", ""), "L": ("L", ""), "observe_p50_us": ("observe µs p50", ".0f"),
+    "observe_p90_us": ("p90", ".0f"), "observe_ratio": ("ratio", ".2f"), "step_p50_us": ("step µs p50", ".0f"),
+    "step_p90_us": ("p90", ".0f"), "step_ratio": ("ratio", ".2f"), "state_kib": ("state KiB", ".1f"),
+}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one row per (variant, L), times in µs, ratios to the variant's smallest L."""
-    out = [
-        "| variant | path | L | observe µs p50 | p90 | ratio | step µs p50 | p90 | ratio | state KiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['variant']} | {r['path']} | {r['L']} | {r['observe_p50_us']:.0f} | {r['observe_p90_us']:.0f} | "
-            f"{r['observe_ratio']:.2f} | {r['step_p50_us']:.0f} | {r['step_p90_us']:.0f} | {r['step_ratio']:.2f} | "
-            f"{r['state_kib']:.1f} |"
-        )
-    return "\n".join(out)
+    return markdown(rows, list(TABLE), [h for h, _ in TABLE.values()], {c: f for c, (_, f) in TABLE.items()})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,6 +33,7 @@ from longrec.config import load_config
 from longrec.data.corpus import Corpus
 from longrec.errors import ConfigError, LongrecError
 from longrec.metrics import BUCKETS, by_length, metrics_from_ranks, ndcg_per_row, paired_bootstrap
+from longrec.plots import pyplot, save
 from longrec.scoring import EncoderScorer
 from longrec.train.evaluate import evaluate, protocol
 from longrec.train.loop import fit
@@ -158,12 +159,8 @@ def markdown(cells: list[dict[str, Any]], ref: dict[str, Any], long: int) -> str
 
 def plot(cells: list[dict[str, Any]], out: Path, long: int) -> Path | None:
     """Accuracy against N with the CIs (all users and long users), and evaluation cost against N."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for i in sorted({c["run_index"] for c in cells}):
@@ -183,11 +180,7 @@ def plot(cells: list[dict[str, Any]], out: Path, long: int) -> Path | None:
         ax.set_xlabel("history window N (events)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "window-sweep.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, out / "window-sweep.png")
 
 
 def main(argv: list[str] | None = None) -> None:

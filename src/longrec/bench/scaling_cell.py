@@ -1,0 +1,208 @@
+"""One cell of the scaling benchmark (longrec.bench.scaling): a variant's forward+backward at one length N, timed
+and its peak memory measured, in this process or a fresh one (`python -m longrec.bench.scaling_cell --cell JSON`)."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+
+from longrec.bench.harness import CellFailed, peak_rss_mib, run_cell, sync
+from longrec.config import ModelConfig, from_dict, load_config, preset_names
+from longrec.losses import chunked_ce
+from longrec.mixers import MIXERS, build_mixer
+from longrec.mixers.base import op_backend
+from longrec.model.block import Block
+from longrec.model.encoder import SeqEncoder
+from longrec.ops import Backend
+
+KERNELS = ("kernel:sdpa", "kernel:fla")  # raw ops, not models: the floors a mixer is measured against
+REFERENCE = "sasrec"  # causal softmax: ratio_to_softmax divides by its time at the same N
+OOM_TEXT = ("out of memory", "not enough memory", "can't allocate memory")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: a variant at one length (JSON-serialisable, for an isolated child process)."""
+
+    variant: str
+    level: str = "block"
+    N: int = 128
+    batch: int = 8
+    dim: int = 64
+    device: str = "cpu"
+    dtype: str = "fp32"
+    reps: int = 3
+    time_limit_s: float = 120.0
+    items: int = 10_000  # catalogue size at model level
+    threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
+
+
+def variant_config(variant: str, dim: int, max_len: int) -> ModelConfig:
+    """Model config of `PRESET|MIXER[@BACKEND]` at width dim and window max_len; a bad variant is a ConfigError."""
+    name, _, backend = variant.partition("@")
+    base, overrides = name, [f"model.dim={dim}", f"model.max_len={max_len}"]
+    if name not in preset_names() and name in MIXERS:
+        base, overrides = REFERENCE, [f"model.mixer={name}", *overrides]
+    if backend:
+        op_backend(backend, tuple(Backend))  # a ConfigError naming the valid backends
+        overrides.append(f"model.mixer_args.backend={backend}")
+    cfg = load_config(base, overrides).model
+    mixer_args(cfg)  # fail now, not hours into a sweep
+    return cfg
+
+
+def mixer_args(cfg: ModelConfig) -> Any:
+    """The mixer's typed arguments (None for a mixer without any)."""
+    entry = MIXERS.get(cfg.mixer)
+    return from_dict(entry.config, cfg.mixer_args, "model.mixer_args") if entry.config else None
+
+
+def causal(cfg: ModelConfig) -> bool:
+    return bool(getattr(mixer_args(cfg), "causal", True))  # mixers without the option (lru, gru) are causal
+
+
+def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
+    if dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _kernel_workload(cell: Cell, device: torch.device) -> Callable[[], None]:
+    """Forward + backward of a raw kernel (KERNELS) on one head of width D: q, k, v [B,N,1,D]."""
+    dtype = torch.bfloat16 if cell.dtype == "bf16" else torch.float32
+    shape = (cell.batch, cell.N, 1, cell.dim)
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    if cell.variant == "kernel:fla":
+        from longrec.ops.linear_attn import fla_chunk_kernel
+
+        kernel = fla_chunk_kernel()
+
+        def attend() -> torch.Tensor:
+            return kernel(q=q, k=k, v=v, scale=1.0)[0]  # (B, N, 1, D)
+    else:
+
+        def attend() -> torch.Tensor:
+            qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # (B, 1, N, D)
+            return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+
+    def run_kernel() -> None:
+        for t in (q, k, v):
+            t.grad = None
+        attend().float().sum().backward()
+
+    return run_kernel
+
+
+def _workload(cell: Cell, device: torch.device) -> Callable[[], None]:
+    """A closure running one forward + backward of the cell's mixer, block or model on fixed random inputs."""
+    if cell.variant in KERNELS:
+        return _kernel_workload(cell, device)
+    cfg = variant_config(cell.variant, cell.dim, cell.N)
+    B, N, D = cell.batch, cell.N, cell.dim
+    mask = torch.ones(B, N, dtype=torch.bool, device=device)  # full windows: N real events per row
+    if cell.level in ("mixer", "block"):
+        mixer = build_mixer(cfg.mixer, D, cfg.heads, cfg.dropout, cfg.mixer_args)
+        layer = mixer if cell.level == "mixer" else Block(mixer, D, cfg.ffn_mult, cfg.dropout, cfg.norm_first)
+        layer = layer.to(device).train()
+        x = torch.randn(B, N, D, device=device, requires_grad=True)
+        g = torch.randn(B, N, D, device=device)
+
+        def run_layer() -> None:
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            with _autocast(device, cell.dtype):
+                y = layer(x, mask)  # (B, N, D)
+            (y.float() * g).sum().backward()
+
+        return run_layer
+    enc = SeqEncoder(cell.items, cfg).to(device).train()
+    items = torch.randint(1, cell.items + 1, (B, N), device=device)
+    targets = torch.randint(1, cell.items + 1, (B * N,), device=device)
+
+    def run_model() -> None:
+        enc.zero_grad(set_to_none=True)
+        with _autocast(device, cell.dtype):
+            h = enc(items, mask)  # (B, N, D)
+            loss = chunked_ce(h.reshape(B * N, D), targets, enc.item_table())
+        loss.backward()
+
+    return run_model
+
+
+def result(status: str, ms: float | None = None, peak_mib: float | None = None, note: str = "") -> dict[str, Any]:
+    """A cell's measured fields, as the CSV has them."""
+    return {"status": status, "ms": ms, "peak_mib": peak_mib, "note": note}
+
+
+def _failure(e: BaseException) -> dict[str, Any]:
+    text = str(e).strip()
+    oom = isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(s in text.lower() for s in OOM_TEXT)
+    return result("oom" if oom else "error", note=f"{type(e).__name__}: {(text.splitlines() or [''])[0]}"[:200])
+
+
+def measure(cell: Cell, rss: bool = False) -> dict[str, Any]:
+    """Run one cell in this process -> {status, ms (median), peak_mib, note}; failures become statuses.
+    rss: measure CPU memory as peak-RSS growth (meaningful only in a fresh process, see measure_isolated)."""
+    device = torch.device(cell.device)
+    try:
+        return _measure(cell, device, rss)
+    except Exception as e:  # noqa: BLE001  # one broken variant must not end a sweep of hours: it becomes a row
+        return _failure(e)
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _measure(cell: Cell, device: torch.device, rss: bool) -> dict[str, Any]:
+    torch.manual_seed(0)
+    cuda = device.type == "cuda"
+    if cuda:
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device) / 2**20 if cuda else peak_rss_mib()
+    run = _workload(cell, device)
+    times: list[float] = []
+    start = time.perf_counter()
+    for i in range(cell.reps + 1):  # run 0 warms up (allocator, kernels, autotuning) and is not counted
+        elapsed = time.perf_counter() - start
+        if i and elapsed > cell.time_limit_s:
+            return result("timeout", note=f"{i} of {cell.reps + 1} runs took {elapsed:.1f} s > {cell.time_limit_s} s")
+        sync(device)
+        t0 = time.perf_counter()
+        run()
+        sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mib() if rss else None
+    return result("ok", 1e3 * statistics.median(times), None if peak is None else peak - base)
+
+
+def measure_isolated(cell: Cell) -> dict[str, Any]:
+    """Run one cell in a fresh interpreter: attributable CPU memory, a hard time limit, survives the OOM killer."""
+    try:  # 60 s: interpreter start-up and the tiny warm-up
+        return run_cell("longrec.bench.scaling_cell", asdict(cell), 2 * cell.time_limit_s + 60)
+    except CellFailed as e:
+        return result(e.status, note=e.note)
+
+
+def _child(spec: str) -> None:
+    """Body of an isolated cell: warm up on a tiny input, then measure; prints one JSON line."""
+    cell = Cell(**json.loads(spec))
+    if cell.threads:
+        torch.set_num_threads(cell.threads)
+    measure(replace(cell, N=min(cell.N, 8), batch=1, reps=1))
+    print(json.dumps(measure(cell, rss=cell.device.startswith("cpu"))), flush=True)
+
+
+if __name__ == "__main__":  # an isolated cell (harness.run_cell)
+    _child(sys.argv[sys.argv.index("--cell") + 1])
