@@ -7,6 +7,7 @@ caller can score the catalogue in chunks or with an ANN index, as longrec's own 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
 import warnings
@@ -61,7 +62,8 @@ def _onnx_bytes(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            with warnings.catch_warnings():
+            # quiet: on failure the exporter prints its whole IR graph to stdout
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
                                   dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
