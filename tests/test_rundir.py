@@ -89,6 +89,12 @@ def test_resume_refuses_an_optimizer_state_of_the_wrong_shape_or_with_nans(train
         fit(load_config("gru4rec", tiny(trained[0], "train.epochs=2")), run, resume=True)
 
 
+def test_resume_refuses_an_optimizer_sidecar_of_the_wrong_shape(trained: tuple[Path, Path], run: Path) -> None:
+    _edit(run / "optim.json", scalars=[1, 2])
+    with pytest.raises(CheckpointError, match="optim.json: field scalars must be dict, got list"):
+        fit(load_config("gru4rec", tiny(trained[0], "train.epochs=2")), run, resume=True)
+
+
 def test_resume_of_a_run_stopped_in_its_first_epoch_starts_it_again(trained: tuple[Path, Path], run: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
     for name in ("trainer.json", "last.safetensors", "best.safetensors", "optim.safetensors", "optim.json",

@@ -86,7 +86,9 @@ def save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
 def load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
     """Load what save_optimizer wrote; every tensor must be finite and shaped like its parameter (or a scalar),
     so that a bad file fails here, naming it, and not mid-epoch."""
-    meta = read_json(path.with_suffix(".json"))
+    from longrec.train.runfiles import read_run_json  # runfiles reads through this module's read_json
+
+    meta = read_run_json(path.with_suffix(".json"))
     tensors = load_tensors(path)
     params = [p for group in opt.param_groups for p in group["params"]]
     state: dict[int, dict[str, Any]] = defaultdict(dict)
