@@ -1,4 +1,4 @@
-"""Command line: `longrec data|synth|list|train|eval|report|plot|bench|serve ...`; parses arguments."""
+"""Command line: `longrec data|synth|list|train|eval|recommend|export|report|plot|bench|serve ...`; parses arguments."""
 
 from __future__ import annotations
 
@@ -82,6 +82,7 @@ def _plot(args: argparse.Namespace) -> None:
     print(out)
 
 
+RUN_DIR_HELP = "a run directory (longrec train --run-dir)"
 BENCHES = {"scaling": "scaling", "stream-latency": "stream_latency", "loadtest": "loadtest",
            "window-sweep": "window_sweep"}  # longrec.bench's modules but harness, scaling_cell and scaling_report
 
@@ -89,7 +90,33 @@ BENCHES = {"scaling": "scaling", "stream-latency": "stream_latency", "loadtest":
 def _bench(args: argparse.Namespace) -> None:
     import importlib
 
-    importlib.import_module(f"longrec.bench.{BENCHES[args.which]}").main(args.rest)  # only the chosen one's imports
+    argv0, sys.argv[0] = sys.argv[0], f"longrec bench {args.which}"  # its usage line names the subcommand
+    try:
+        importlib.import_module(f"longrec.bench.{BENCHES[args.which]}").main(args.rest)  # only the chosen one's imports
+    finally:
+        sys.argv[0] = argv0
+
+
+def _recommend(args: argparse.Namespace) -> None:
+    from longrec.recommend import Request, recommend_history, recommend_users
+
+    req = Request(args.k, True if args.keep_history else None, args.as_of, args.batch_size)
+    if args.history:
+        rows = recommend_history(Path(args.run_dir), args.history, req)
+        print("\n".join(f"{rank}\t{item}\t{score:.6g}" for rank, item, score in rows))
+        return
+    if not args.out:
+        raise LongrecError("recommend --users needs --out PATH.parquet|.csv|.jsonl")
+    res = recommend_users(Path(args.run_dir), args.users, Path(args.out), req)
+    print(f"{args.out}: {res['rows']:,} rows, {res['users']:,} users, history {res['history']}, "
+          f"{res['seconds']:.1f} s, peak RSS {res['peak_memory']['cpu_rss_mib']:.0f} MiB", file=sys.stderr)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from longrec.export import export_onnx
+
+    for path in export_onnx(Path(args.run_dir), Path(args.out)):
+        print(path)
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -108,7 +135,10 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from longrec import __version__
+
     p = argparse.ArgumentParser(prog="longrec", description=__doc__)
+    p.add_argument("--version", action="version", version=f"longrec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="prepare a dataset and print its statistics")
@@ -131,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.set_defaults(func=_synth)
 
     ls = sub.add_parser("list", help="print registered mixers, presets or datasets, one a line")
-    ls.add_argument("what", choices=["mixers", "presets", "datasets"])
+    ls.add_argument("what", choices=["mixers", "presets", "datasets"], help="what to list")
     ls.set_defaults(func=_list)
 
     t = sub.add_parser("train", help="train a model and evaluate it on the test split")
@@ -145,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate a finished run's best checkpoint")
-    e.add_argument("run_dir")
+    e.add_argument("run_dir", help=RUN_DIR_HELP)
     e.add_argument("--split", choices=["test", "valid"], default="test")
     e.add_argument("--no-mask-history", action="store_true", help="rank the user's earlier items too")
     e.add_argument("--sampled", choices=["none", "uniform", "popularity"], default="none",
@@ -153,16 +183,44 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--negatives", type=int, default=100, help="negatives per user for sampled ranking")
     e.set_defaults(func=_eval)
 
+    rc = sub.add_parser("recommend", help="top-k recommendations of a run for its users or a new item list",
+                        description="Batched top-k with external ids, scored by the run's model or counted baseline, "
+                        "the catalogue in chunks of eval.item_chunk items. The user's earlier items are excluded "
+                        "unless --keep-history is given or the run was trained with eval.mask_history=false (then "
+                        "they are kept). Files are written atomically: a temporary file renamed at the end.")
+    rc.add_argument("run_dir", help=RUN_DIR_HELP)
+    who = rc.add_mutually_exclusive_group(required=True)
+    who.add_argument("--users", help="all, or a file of external user ids, one a line")
+    who.add_argument("--history", nargs="+", metavar="ITEM",
+                     help="a new user's items, external ids oldest first; prints rank, item, score lines")
+    rc.add_argument("--k", type=int, default=10, help="items per user")
+    rc.add_argument("--out", default="", help="PATH.parquet, PATH.csv or PATH.jsonl: columns user, rank, item, score")
+    rc.add_argument("--keep-history", action="store_true", help="recommend items the user already has too")
+    rc.add_argument("--as-of", choices=["now", "test"], default="now",
+                    help="now: from each user's whole history; test: from the test split's input, as longrec eval "
+                    "ranks it (its users only)")
+    rc.add_argument("--batch-size", type=int, default=0, help="users per batch (default the run's eval.batch_size)")
+    rc.set_defaults(func=_recommend)
+
+    ex = sub.add_parser("export", help="export a run's encoder (and its step function when causal) for inference",
+                        description="Writes encoder.onnx (items, mask -> h at the newest position), step.onnx for "
+                        "causal models (state in -> h, state out), item_table.npy (scores = h @ table.T, row 0 PAD) "
+                        "and export.json (inputs, outputs, state names); checks each against torch with onnxruntime.")
+    ex.add_argument("run_dir", help=RUN_DIR_HELP)
+    ex.add_argument("--format", choices=["onnx"], default="onnx", help="export format (choices: onnx)")
+    ex.add_argument("--out", required=True, help="directory to write")
+    ex.set_defaults(func=_export)
+
     r = sub.add_parser("report", help="print a markdown table of finished runs (for docs/RESULTS.md)")
-    r.add_argument("run_dirs", nargs="+")
+    r.add_argument("run_dirs", nargs="+", help="finished run directories, one row each")
     r.add_argument("--target", type=float, default=None,
                    help="add a column: minutes of training + validation until the valid metric first reached this "
                         "value (e.g. 0.15), from each run's metrics.jsonl")
     r.set_defaults(func=_report)
 
     pl = sub.add_parser("plot", help="plot a run's attention weights for one user (softmax and LinRec)")
-    pl.add_argument("what", choices=["attention"])
-    pl.add_argument("run_dir")
+    pl.add_argument("what", choices=["attention"], help="what to plot")
+    pl.add_argument("run_dir", help=RUN_DIR_HELP)
     pl.add_argument("--user", required=True, help="raw user id as in the dataset")
     pl.add_argument("--last", type=int, default=30, help="plot the newest LAST events of the test history")
     pl.add_argument("--out", default="", help="PNG path (default RUN_DIR/attention-user-U.png)")
@@ -179,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_bench)
 
     sv = sub.add_parser("serve", help="serve a run over HTTP: streamed per-user state, top-k recommendations")
-    sv.add_argument("run_dir")
+    sv.add_argument("run_dir", help=RUN_DIR_HELP)
     sv.add_argument("--store", default="", help="sqlite:///state.db, a path, or redis://host:port/db[?prefix=NAME] "
                     "(the redis extra); default RUN_DIR/serve-state.db")
     sv.add_argument("--host", default="127.0.0.1")

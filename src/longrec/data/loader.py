@@ -100,18 +100,24 @@ def eval_batches(splits: Splits, rows: EvalSet, n: int, batch_size: int,
     for i in range(0, len(rows), batch_size):
         idx = np.arange(i, min(i + batch_size, len(rows)))
         u, e = rows.users[idx], rows.ends[idx]
-        if mask_token:
-            s0 = np.maximum(e - n + 1, 0)
-            hist = collate(corpus, u, s0, e, n - 1)
-            items = np.concatenate([hist, np.full((len(u), 1), mask_token, dtype=np.int64)], axis=1)
-            times = collate_times(corpus, u, s0, e, n - 1)
-            times = None if times is None else np.concatenate([times, np.full((len(u), 1), np.nan)], axis=1)
-        else:
-            items = collate(corpus, u, np.maximum(e - n, 0), e, n)
-            times = collate_times(corpus, u, np.maximum(e - n, 0), e, n)
+        items, times = history_windows(corpus, u, e, n, mask_token)
         targets = np.zeros_like(items)
         targets[:, -1] = corpus.items[corpus.offsets[u] + e]
         yield to_batch(items, targets, u, times), idx
+
+
+def history_windows(corpus: Corpus, users: np.ndarray, ends: np.ndarray, n: int,
+                    mask_token: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """The query windows of rows (users[r], history seq[:ends[r]]): items [B,n] int64 and times [B,n] or None.
+    With a mask token (BERT4Rec), the newest n-1 events followed by the mask token."""
+    if not mask_token:
+        s0 = np.maximum(ends - n, 0)
+        return collate(corpus, users, s0, ends, n), collate_times(corpus, users, s0, ends, n)
+    s0 = np.maximum(ends - n + 1, 0)
+    hist = collate(corpus, users, s0, ends, n - 1)
+    items = np.concatenate([hist, np.full((len(users), 1), mask_token, dtype=np.int64)], axis=1)
+    times = collate_times(corpus, users, s0, ends, n - 1)
+    return items, None if times is None else np.concatenate([times, np.full((len(users), 1), np.nan)], axis=1)
 
 
 def train_item_counts(splits: Splits, block: int = 1 << 22) -> np.ndarray:

@@ -37,10 +37,11 @@ class SoftmaxMixer(nn.Module):
         """[B,1,N,N] which keys each query may attend to: real keys only, none from the future when causal."""
         N = mask.shape[1]
         allowed = mask[:, None, None, :]  # (B, 1, 1, N): real keys only
+        i = torch.arange(N, device=mask.device)  # comparisons, not bool tril/eye: those do not run in onnxruntime
         if self.causal:
-            allowed = allowed & torch.ones(N, N, dtype=torch.bool, device=mask.device).tril()
+            allowed = allowed & (i[:, None] >= i[None, :])  # (N, N) lower triangle
         # A pad query has no real key; letting it see itself keeps softmax finite (its output is zeroed).
-        return allowed | torch.eye(N, dtype=torch.bool, device=mask.device)
+        return allowed | (i[:, None] == i[None, :])
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         B, N, D = x.shape

@@ -84,13 +84,31 @@ def save_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
 
 
 def load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
-    meta = read_json(path.with_suffix(".json"))
+    """Load what save_optimizer wrote; every tensor must be finite and shaped like its parameter (or a scalar),
+    so that a bad file fails here, naming it, and not mid-epoch."""
+    from longrec.train.runfiles import read_run_json  # runfiles reads through this module's read_json
+
+    meta = read_run_json(path.with_suffix(".json"))
     tensors = load_tensors(path)
+    params = [p for group in opt.param_groups for p in group["params"]]
     state: dict[int, dict[str, Any]] = defaultdict(dict)
     try:  # a JSON sidecar of the wrong shape is as corrupt as a truncated file
-        for key, v in {**tensors, **meta["scalars"]}.items():
+        for key, v in tensors.items():
+            pid, _, name = key.partition(".")
+            _check_state_tensor(path, key, v, params[int(pid)] if 0 <= int(pid) < len(params) else None)
+            state[int(pid)][name] = v
+        for key, v in meta["scalars"].items():
             pid, _, name = key.partition(".")
             state[int(pid)][name] = v
         opt.load_state_dict({"state": dict(state), "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, IndexError) as e:
         raise CheckpointError(f"{path}: optimizer state does not fit the model ({e})") from None
+
+
+def _check_state_tensor(path: Path, key: str, v: Tensor, param: Tensor | None) -> None:
+    if param is None:
+        raise CheckpointError(f"{path}: tensor {key}: the model has no parameter {key.partition('.')[0]}")
+    if v.ndim and v.shape != param.shape:
+        raise CheckpointError(f"{path}: tensor {key} has shape {list(v.shape)}, its parameter {list(param.shape)}")
+    if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values")

@@ -21,7 +21,7 @@ def protocol(cfg: EvalConfig) -> str:
     return "full ranking, history " + ("masked" if cfg.mask_history else "not masked")
 
 
-def _history_index(corpus: Corpus, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def history_index(corpus: Corpus, users: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, item) for every item in each row's history seq[:end]."""
     row = np.repeat(np.arange(len(users)), ends)
     within = np.arange(ends.sum()) - np.repeat(np.cumsum(ends) - ends, ends)
@@ -72,7 +72,7 @@ def evaluate(scorer: Scorer, splits: Splits, rows: EvalSet, cfg: EvalConfig, dev
         else:
             banned = banned_pairs([], device)
             if cfg.mask_history:
-                hr, hi = _history_index(corpus, local.users[idx], local.ends[idx])
+                hr, hi = history_index(corpus, local.users[idx], local.ends[idx])
                 banned = (torch.from_numpy(hr).to(device), torch.from_numpy(hi).to(device))
             r = score_ranks(scorer, query, b.targets[:, -1], banned, cfg.item_chunk)
         ranks[idx] = r.cpu().numpy()

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from longrec.train.checkpoint import (
     load_model_weights,
     load_optimizer,
     load_tensors,
-    read_json,
     save_optimizer,
     save_tensors,
     write_json,
@@ -38,6 +37,7 @@ from longrec.train.losses import LossFn, make_loss
 from longrec.train.objective import batch_loss
 from longrec.train.results import Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
+from longrec.train.runfiles import read_run_json
 from longrec.train.runinfo import provenance
 
 __all__ = ["fit", "load_data", "make_optimizer", "train_step", "epoch_batches", "Progress"]
@@ -72,7 +72,7 @@ def init_weights(init: str, splits: Splits) -> Path:
     if not path.is_file():
         raise ConfigError(f"config: train.init: {path}: no such weights file (give a run directory or a "
                           ".safetensors file)")
-    if maps.is_file() and read_json(maps)["items"] != splits.corpus.item_ids.tolist():
+    if maps.is_file() and read_run_json(maps)["items"] != splits.corpus.item_ids.tolist():
         raise ConfigError(f"config: train.init: {maps}: that run's item ids differ from this run's data "
                           "(its weights would score the wrong items)")
     return path
@@ -150,6 +150,10 @@ def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits, d
     """The model (fresh, from train.init's weights, or resumed), its optimiser and the progress so far; writes
     the run directory (a fresh run) or checks it (resume)."""
     torch.manual_seed(cfg.seed)
+    if resume and not (run_dir / "trainer.json").exists():  # stopped before its first epoch ended: start it again
+        prepare_run_dir(cfg, run_dir, True, splits, write=False)  # the same config, or refuse
+        log(d, f"{run_dir}: no epoch of this run finished; starting it again from epoch 1")
+        resume = False
     model = build_model(splits.corpus.num_items, cfg.model, cfg.train).to(device)
     if cfg.train.init and not resume:  # before the run directory is written: a bad file leaves nothing behind
         load_model_weights(model, init_weights(cfg.train.init, splits))
@@ -159,7 +163,8 @@ def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits, d
     barrier(d)
     prog = Progress()
     if resume:
-        prog = Progress(**read_json(run_dir / "trainer.json"))
+        saved = read_run_json(run_dir / "trainer.json")
+        prog = Progress(**{f.name: saved[f.name] for f in fields(Progress) if f.name in saved})
         load_model_weights(model, run_dir / "last.safetensors")
         load_optimizer(run_dir / "optim.safetensors", opt)
         log(d, f"resuming after epoch {prog.epoch} (best {cfg.eval.metric} {prog.best:.4f} at {prog.best_epoch})")

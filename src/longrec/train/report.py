@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from longrec.errors import CheckpointError
-from longrec.train.checkpoint import read_json
+from longrec.train.runfiles import read_run_json
 
 COLUMNS = ("run", "dataset", "model", "NDCG@10", "Recall@10", "MRR@10", "NDCG@20", "epochs (best)",
            "s/epoch", "min to best", "wall min", "peak MiB (RSS, CUDA)", "device", "commit")
@@ -96,7 +96,7 @@ def table(run_dirs: list[Path], target: float | None = None) -> str:
         path = d / "results.json"
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (is the run finished?)")
-        res = read_json(path)
+        res = read_run_json(path)
         cells = row(res, d.name) + ([_minutes_to(d, res, target)] if target is not None else [])
         lines.append("| " + " | ".join(cells) + " |")
         protocols.add(res["protocol"])

@@ -17,9 +17,10 @@ from longrec.model.encoder import SeqEncoder
 from longrec.objectives import build_model, mask_token
 from longrec.scoring import EncoderScorer, Scorer
 from longrec.train.baseline import baseline_scorer
-from longrec.train.checkpoint import load_model_weights, read_json, write_json
+from longrec.train.checkpoint import load_model_weights, write_json
 from longrec.train.evaluate import evaluate
-from longrec.train.loop import load_data
+from longrec.train.rundir import run_splits
+from longrec.train.runfiles import read_run_json
 from longrec.train.runinfo import peak_memory_mib, pick_device, provenance
 
 
@@ -27,7 +28,7 @@ def _saved_config(run_dir: Path) -> tuple[dict[str, Any], ExperimentConfig]:
     """model.json's content and its config."""
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
-    meta = read_json(run_dir / "model.json")
+    meta = read_run_json(run_dir / "model.json")
     try:
         return meta, config_from_dict(meta["config"])
     except (KeyError, TypeError, ConfigError) as e:
@@ -39,8 +40,8 @@ def load_run(run_dir: Path, device: torch.device | None = None) -> tuple[Experim
     meta, cfg = _saved_config(run_dir)
     if cfg.model.baseline:
         raise CheckpointError(f"{run_dir}: a {cfg.model.baseline} baseline run has no model (use load_scorer)")
-    splits = load_data(cfg, quiet=True)
-    maps = read_json(run_dir / "id_maps.json")
+    splits = run_splits(run_dir, cfg)
+    maps = read_run_json(run_dir / "id_maps.json")
     if maps.get("items") != splits.corpus.item_ids.tolist():
         raise CheckpointError(f"{run_dir}/id_maps.json: the run's item ids differ from dataset {cfg.data.name}")
     device = device or pick_device(cfg.train.device)
@@ -53,7 +54,7 @@ def load_scorer(run_dir: Path, device: torch.device | None = None) -> tuple[Expe
     """The run's config, a Scorer for it (its best model, or the counted baseline) and its data splits."""
     _, cfg = _saved_config(run_dir)
     if cfg.model.baseline:
-        splits = load_data(cfg, quiet=True)
+        splits = run_splits(run_dir, cfg)
         return cfg, baseline_scorer(cfg, splits), splits
     cfg, model, splits = load_run(run_dir, device)
     return cfg, EncoderScorer(model, mask_token(model, cfg.train)), splits

@@ -1,4 +1,5 @@
-"""A run's data and directory: the splits a config names, the files laid out at the start, the resume check."""
+"""A run's data and directory: the splits a config names, the files laid out at the start (the prepared corpus
+among them, so that the directory stands alone), the resume check."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from typing import Any
 import yaml
 
 from longrec.config import ExperimentConfig, config_from_dict, to_dict
-from longrec.data.datasets import load_corpus
+from longrec.data.corpus import Corpus
+from longrec.data.datasets import load_corpus, resolve, sha256_of
 from longrec.data.mmap_corpus import load_large_corpus
 from longrec.data.readers import Columns
 from longrec.data.split import Splits, make_splits
-from longrec.errors import CheckpointError, ConfigError
-from longrec.train.checkpoint import read_json, write_json
+from longrec.errors import CheckpointError, ConfigError, DataError
+from longrec.train.checkpoint import write_json
+from longrec.train.runfiles import read_run_json
 
 
 def load_data(cfg: ExperimentConfig, quiet: bool = False) -> Splits:
@@ -46,7 +49,9 @@ def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits, write: bool = True) -> None:
     """Check that the run may start (every rank checks, so all fail alike); the writing rank lays out the files."""
     if resume:
-        saved = read_json(run_dir / "model.json")["config"]
+        if not (run_dir / "model.json").is_file():
+            raise CheckpointError(f"{run_dir}: no run to resume there (no model.json); drop --resume to start one")
+        saved = read_run_json(run_dir / "model.json")["config"]
         try:  # through the config class, so that a field added since the run started takes its default
             saved = to_dict(config_from_dict(saved))
         except ConfigError as e:
@@ -69,5 +74,40 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: 
     write_json(run_dir / "model.json", {"format": 1, "num_items": c.num_items, "config": to_dict(cfg)})
     write_json(run_dir / "id_maps.json", {"items": c.item_ids.tolist(), "users": c.user_ids.tolist()})
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if not cfg.data.mmap:  # a memory-mapped corpus may not fit twice on disk: such runs read their log
+        save_run_corpus(run_dir, cfg, c)
+
+
+RUN_CORPUS = "corpus.npz"
+
+
+def save_run_corpus(run_dir: Path, cfg: ExperimentConfig, corpus: Corpus) -> None:
+    """The prepared corpus (.npz, no pickle) and data.json: the source log's path and sha256, the copy's sha256.
+    eval, serve, plot and recommend read this copy, so the run directory works without the log."""
+    corpus.save(run_dir / RUN_CORPUS)
+    try:
+        source, _ = resolve(cfg.data.name, fetch=False)
+        where, digest = str(source.resolve()), sha256_of(source) if source.is_file() else ""
+    except DataError:  # read from the corpus cache, its log since removed: nothing to hash
+        where, digest = cfg.data.name, ""
+    write_json(run_dir / "data.json", {"format": 1, "source": where, "source_sha256": digest, "corpus": RUN_CORPUS,
+                                       "corpus_sha256": sha256_of(run_dir / RUN_CORPUS)})
+
+
+def run_splits(run_dir: Path, cfg: ExperimentConfig) -> Splits:
+    """The run's splits from its own corpus copy (data.json), or, for a run written before runs held one (or a
+    data.mmap run), from the log its config names."""
+    if not (run_dir / "data.json").is_file():
+        return load_data(cfg, quiet=True)
+    meta = read_run_json(run_dir / "data.json")
+    path = run_dir / meta["corpus"]
+    if Path(meta["corpus"]).name != meta["corpus"]:
+        raise CheckpointError(f"{run_dir}/data.json: field corpus must name a file in the run directory")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (named by {run_dir}/data.json)")
+    if sha256_of(path) != meta["corpus_sha256"]:
+        raise CheckpointError(f"{path}: sha256 differs from data.json's corpus_sha256 (a damaged copy)")
+    d = cfg.data
+    return make_splits(Corpus.load(path), d.split, d.temporal_valid, d.temporal_test)
 
 
