@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -240,6 +241,16 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     cfg = from_dict(ExperimentConfig, raw)
     validate(cfg)
     return cfg
+
+
+def run_name(cfg: ExperimentConfig) -> str:
+    """The default run directory's name: the config's name and its dataset (a log file by its stem), so that one
+    preset trained on two datasets gets two directories; a name that already holds the dataset is kept."""
+    data = Path(cfg.data.name).name
+    for ext in (".gz", ".txt", ".csv", ".tsv", ".inter", ".dat", ".parquet"):
+        data = data.removesuffix(ext)
+    data = re.sub(r"[^A-Za-z0-9._+=@-]+", "_", data).strip("._") or "data"
+    return cfg.name if data in cfg.name.split("-") or f"-{data}-" in f"-{cfg.name}-" else f"{cfg.name}-{data}"
 
 
 _CHOICES = {

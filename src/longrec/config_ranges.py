@@ -9,10 +9,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from longrec.argtypes import MAX_THREADS
 from longrec.errors import ConfigError
 
 INF = math.inf
-MAX_THREADS = 256  # torch creates this many intra-op threads; far more (100000) crashes the process
 
 
 @dataclass(frozen=True)

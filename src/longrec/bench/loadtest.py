@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from longrec.argtypes import fraction, positive_int
 from longrec.bench.harness import percentile
 from longrec.errors import LongrecError
 from longrec.serve.store_url import open_store
@@ -307,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
         ("check-users", d.check_users, "users whose served recommendations are checked"),
         ("server-threads", d.server_threads, "torch threads of the server"),
     ]:
-        p.add_argument(f"--{name}", type=type(default), default=default, help=help_)
+        p.add_argument(f"--{name}", type=fraction if isinstance(default, float) else positive_int,
+                       default=default, help=help_)
     p.add_argument("--prefill", action="store_true", help="start the server with --prefill")
     p.add_argument("--store", default="", help="state store URL (default: a fresh SQLite file in a temp dir)")
     args = p.parse_args(argv)
