@@ -70,3 +70,19 @@ def test_the_default_run_dir_names_the_dataset() -> None:
     assert run_name(load_config("sasrec", ["data.name=beauty"])) == "sasrec-beauty"
     assert run_name(load_config("sasrec", ["data.name=/data/my log.txt.gz"])) == "sasrec-my_log"
     assert run_name(load_config("configs/ml-1m-sasrec.yaml")) == load_config("configs/ml-1m-sasrec.yaml").name
+
+
+def test_sqlite_urls_read_as_sqlalchemy_and_need_their_directory(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from longrec.errors import ConfigError
+    from longrec.serve.store_url import sqlite_path
+
+    monkeypatch.chdir(tmp_path)
+    assert sqlite_path("sqlite:///state.db") == Path("state.db")  # 3 slashes: relative to the working directory
+    assert sqlite_path(f"sqlite:///{tmp_path}/s.db") == tmp_path / "s.db"  # 4 slashes: absolute
+    assert sqlite_path("sqlite:s.db") == sqlite_path("s.db") == Path("s.db")
+    for url, words in [("sqlite:///no/such/dir/s.db", "directory no/such/dir does not exist"),
+                       ("sqlite://host/s.db", "has no host"), ("sqlite:///:memory:", "give a file path")]:
+        with pytest.raises(ConfigError, match=words):
+            sqlite_path(url)
+    assert not (tmp_path / "no").exists()
