@@ -429,3 +429,17 @@ def test_a_parquet_file_read_as_text_is_named(tmp_path: Path, fmt: str) -> None:
     path = write(tmp_path / "log.csv", b"PAR1\x15\x04\x15\x10\x00\xff\xfe")
     with pytest.raises(DataError, match="it is a Parquet file"):
         read_log(path, fmt)
+
+
+def test_the_streaming_reader_checks_the_header_alike(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from longrec.data.mmap_corpus import prepare_streaming
+
+    bad = [("dup.csv", "user,item,item\n1,2,3\n", "column 'item' appears 2 times"),
+           ("p.csv", b"PAR1\x15\x04", "it is a Parquet file")]
+    for name, content, words in bad:
+        with pytest.raises(DataError, match=words):
+            prepare_streaming(write(tmp_path / name, content), "csv", Columns(), tmp_path / "out")
+    corpus = prepare_streaming(write(tmp_path / "bom.csv", "\ufeffuser,item\n1,2\n1,3\n".encode()), "csv", Columns(),
+                               tmp_path / "out")
+    assert corpus.num_interactions == 2

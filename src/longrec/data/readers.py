@@ -234,12 +234,7 @@ def read_delimited(path: Path, cols: Columns, sep: str) -> RawLog:
     header = next(it, None)
     if header is None:
         raise DataError(f"{path}: empty file")
-    wanted = [c for c in (cols.user, cols.item, cols.time) if c]
-    for c in wanted:
-        if c not in header:
-            raise DataError(f"{path}:1: missing column '{c}' (columns: {', '.join(header)})")
-        if header.count(c) > 1:
-            raise DataError(f"{path}:1: column '{c}' appears {header.count(c)} times in the header")
+    check_columns(path, header, cols)
     iu, ii = header.index(cols.user), header.index(cols.item)
     itime = header.index(cols.time) if cols.time else -1
     users: list[str] = []
@@ -257,6 +252,27 @@ def read_delimited(path: Path, cols: Columns, sep: str) -> RawLog:
         if times is not None:
             times.append(_time(row[itime], path, lineno, cols.time))
     return _finish(path, users, items, times)
+
+
+def check_columns(path: Path, header: list[str], cols: Columns) -> None:
+    """The header of a csv/tsv log holds the user, item and (if named) time columns, each once."""
+    for c in (cols.user, cols.item, cols.time):
+        if c and c not in header:
+            raise DataError(f"{path}:1: missing column '{c}' (columns: {', '.join(header)})")
+        if c and header.count(c) > 1:
+            raise DataError(f"{path}:1: column '{c}' appears {header.count(c)} times in the header")
+
+
+def read_header(path: Path, sep: str) -> list[str]:
+    """The first row of a csv/tsv log (a BOM dropped, a binary file refused by name)."""
+    def rows() -> Iterator[list[str]]:
+        with open_text(path) as f:
+            yield from csv.reader(f, delimiter=sep)
+
+    header = next(iter(_guard(path, rows())), None)
+    if header is None:
+        raise DataError(f"{path}: empty file")
+    return header
 
 
 def _guard(path: Path, rows: Iterator[list[str]]) -> Iterator[list[str]]:
