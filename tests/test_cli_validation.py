@@ -86,3 +86,12 @@ def test_sqlite_urls_read_as_sqlalchemy_and_need_their_directory(tmp_path: Path,
         with pytest.raises(ConfigError, match=words):
             sqlite_path(url)
     assert not (tmp_path / "no").exists()
+
+
+def test_popularity_negatives_beyond_the_items_seen_in_training_are_refused_not_looped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = write_log(tmp_path / "ok.txt", 10, 6, items=40)  # items 1..15 are ever seen in training
+    code, err = run_cli(["train", "sasrec", f"data.name={log}", "eval.sampled=popularity", "eval.negatives=30",
+                         "--runs-root", str(tmp_path / "runs")], capsys)
+    assert code == 2 and "fewer than 30 items left to sample negatives from" in err.splitlines()[-1]
+    assert not (tmp_path / "runs").exists()

@@ -36,9 +36,13 @@ def check_data(cfg: ExperimentConfig, splits: Splits) -> None:
         why = "; ".join(f"{n} users dropped: {reason}" for reason, n in splits.dropped.items() if n)
         raise DataError(f"{cfg.data.name}: no user left to train and evaluate on with data.split={cfg.data.split} "
                         f"({splits.corpus.num_users} users{'; ' + why if why else ''})")
-    if cfg.eval.sampled != "none" and cfg.eval.negatives >= splits.corpus.num_items:
+    if cfg.eval.sampled == "none":
+        return
+    if cfg.eval.negatives >= splits.corpus.num_items:
         raise ConfigError(f"config: 'eval.negatives' ({cfg.eval.negatives}) must be below the number of items of "
                           f"{cfg.data.name} ({splits.corpus.num_items})")
+    for rows in (splits.valid, splits.test):  # every user has enough items left to draw from (as evaluate draws)
+        sample_candidates(splits, rows, cfg.eval, cfg.seed)
 
 
 def sample_candidates(splits: Splits, rows: EvalSet, cfg: EvalConfig, seed: int) -> np.ndarray:
@@ -48,12 +52,13 @@ def sample_candidates(splits: Splits, rows: EvalSet, cfg: EvalConfig, seed: int)
     n_items = c.num_items
     p = train_item_counts(splits)[1:] if cfg.sampled == "popularity" else np.ones(n_items)
     p = p / p.sum()
+    drawable = int((p > 0).sum())  # popularity sampling never draws an item unseen in training
     out = np.empty((len(rows), 1 + cfg.negatives), dtype=np.int64)
     for r, (u, e) in enumerate(zip(rows.users, rows.ends, strict=True)):
         seq = c.seq(u)
         banned = set(seq[:e].tolist())
         banned.add(int(seq[e]))
-        if n_items - len(banned) < cfg.negatives:
+        if drawable - sum(1 for i in banned if p[i - 1] > 0) < cfg.negatives:  # else the draws below never end
             raise ConfigError(f"config: 'eval.negatives': user {c.user_ids[u]} has fewer than {cfg.negatives} items "
                               "left to sample negatives from")
         negs: list[int] = []
