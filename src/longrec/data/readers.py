@@ -87,7 +87,8 @@ def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
 
 
 def detect_format(path: Path) -> str:
-    """Guess the format from the file name, sniffing .txt files (2 fields a line = pairs)."""
+    """Guess the format from the file name, sniffing .txt files (2 fields a line = pairs; 3 on every line is refused:
+    ratings or times, not item lists)."""
     name = path.name.removesuffix(".gz")
     for ext, fmt in ((".inter", "recbole"), (".dat", "grouplens"), (".csv", "csv"), (".tsv", "tsv"),
                      (".parquet", "parquet")):
