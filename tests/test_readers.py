@@ -401,3 +401,45 @@ def test_auto_format_keeps_pairs_when_one_line_is_malformed(tmp_path: Path) -> N
     p.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"log\.txt:8: expected 2 fields"):
         read_log(p)
+
+
+def test_a_utf8_byte_order_mark_is_dropped(tmp_path: Path) -> None:
+    for name in ("bom.csv", "bom.csv.gz"):
+        log = read_log(write(tmp_path / name, "\ufeffuser,item\nu1,a\nu1,b\n".encode()))
+        assert log.users.tolist() == ["u1", "u1"] and log.items.tolist() == ["a", "b"]
+    assert read_log(write(tmp_path / "bom.txt", "\ufeff1 2\n1 3\n".encode())).items.tolist() == [2, 3]
+
+
+def test_three_fields_a_line_are_not_guessed_as_item_lists(tmp_path: Path) -> None:
+    path = write(tmp_path / "ratings.txt", "1 10 5\n1 11 3\n2 10 4\n")
+    with pytest.raises(DataError, match="every line has 3 fields"):
+        read_log(path)
+    assert read_log(path, "lines").items.tolist() == [10, 5, 11, 3, 10, 4]  # asked for explicitly
+
+
+@pytest.mark.parametrize("header", ["user,item,item", "user,user,item"])
+def test_a_duplicate_header_column_is_refused_by_name(tmp_path: Path, header: str) -> None:
+    dup = "item" if header.endswith("item,item") else "user"
+    with pytest.raises(DataError, match=f":1: column '{dup}' appears 2 times"):
+        read_log(write(tmp_path / "dup.csv", f"{header}\n1,2,3\n"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "pairs", "auto", "gowalla-tsv"])
+def test_a_parquet_file_read_as_text_is_named(tmp_path: Path, fmt: str) -> None:
+    path = write(tmp_path / "log.csv", b"PAR1\x15\x04\x15\x10\x00\xff\xfe")
+    with pytest.raises(DataError, match="it is a Parquet file"):
+        read_log(path, fmt)
+
+
+def test_the_streaming_reader_checks_the_header_alike(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    from longrec.data.mmap_corpus import prepare_streaming
+
+    bad = [("dup.csv", "user,item,item\n1,2,3\n", "column 'item' appears 2 times"),
+           ("p.csv", b"PAR1\x15\x04", "it is a Parquet file")]
+    for name, content, words in bad:
+        with pytest.raises(DataError, match=words):
+            prepare_streaming(write(tmp_path / name, content), "csv", Columns(), tmp_path / "out")
+    corpus = prepare_streaming(write(tmp_path / "bom.csv", "\ufeffuser,item\n1,2\n1,3\n".encode()), "csv", Columns(),
+                               tmp_path / "out")
+    assert corpus.num_interactions == 2

@@ -134,13 +134,13 @@ def test_train_init_starts_from_another_runs_weights_and_refuses_a_bad_source(lo
     from longrec.train.checkpoint import load_tensors
 
     fit(load_config("lrurec", tiny(log, "train.epochs=2")), tmp_path / "short")
-    # lr 0: the weights the second run starts from are the weights it saves; a longer window, same shapes (LRU
-    # has no positions)
-    fit(load_config("lrurec", tiny(log, "train.epochs=1", "train.lr=0.0", "model.max_len=24",
+    # lr 1e-30 (0 is refused): the weights the second run starts from are, to 1e-20, the weights it saves; a longer
+    # window, same shapes (LRU has no positions)
+    fit(load_config("lrurec", tiny(log, "train.epochs=1", "train.lr=1e-30", "model.max_len=24",
                                    f"train.init={tmp_path / 'short'}")), tmp_path / "long")
     src, got = (load_tensors(tmp_path / d / "best.safetensors") for d in ("short", "long"))
-    assert got.keys() == src.keys() and all(torch.equal(got[k], src[k]) for k in src)
-    fresh = fit(load_config("lrurec", tiny(log, "train.epochs=1", "train.lr=0.0")), tmp_path / "fresh")
+    assert got.keys() == src.keys() and all(torch.allclose(got[k], src[k], rtol=0, atol=1e-20) for k in src)
+    fresh = fit(load_config("lrurec", tiny(log, "train.epochs=1", "train.lr=1e-30")), tmp_path / "fresh")
     assert fresh["test"] != json.loads((tmp_path / "long" / "results.json").read_text())["test"]
     with pytest.raises(ConfigError, match="no such weights file"):
         fit(load_config("lrurec", tiny(log, f"train.init={tmp_path / 'none'}")), tmp_path / "bad")

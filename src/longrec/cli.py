@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from longrec import argtypes
 from longrec.errors import LongrecError
 
 
@@ -54,11 +55,11 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from longrec.config import load_config
+    from longrec.config import load_config, run_name
     from longrec.train.loop import fit
 
     cfg = load_config(args.config, args.overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / cfg.name
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / run_name(cfg)
     fit(cfg, run_dir, resume=args.resume, distributed=args.distributed)
 
 
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--item-col", default="item", help="item column (csv/tsv/parquet)")
     d.add_argument("--time-col", default="", help="timestamp column (csv/tsv/parquet); empty = file order")
     d.add_argument("--dedup", action="store_true", help="drop repeated (user, item) pairs")
-    d.add_argument("--kcore", type=int, default=0, help="iterative k-core filter (0 = off)")
+    d.add_argument("--kcore", type=argtypes.non_negative_int, default=0, help="iterative k-core filter (0 = off)")
     d.add_argument("--no-cache", action="store_true", help="neither read nor write the corpus cache")
     d.set_defaults(func=_data)
 
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model and evaluate it on the test split")
     t.add_argument("config", help="a preset name (longrec list presets) or a YAML file")
     t.add_argument("overrides", nargs="*", help="config overrides such as train.lr=0.001 model.layers=2")
-    t.add_argument("--run-dir", default="", help="where to write the run (default: RUNS_ROOT/<name>)")
+    t.add_argument("--run-dir", default="", help="where to write the run (default: RUNS_ROOT/<name>-<dataset>)")
     t.add_argument("--runs-root", default="runs", help="parent of run directories")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last epoch")
     t.add_argument("--distributed", action="store_true",
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-mask-history", action="store_true", help="rank the user's earlier items too")
     e.add_argument("--sampled", choices=["none", "uniform", "popularity"], default="none",
                    help="sampled ranking against N negatives (labelled as such; default full ranking)")
-    e.add_argument("--negatives", type=int, default=100, help="negatives per user for sampled ranking")
+    e.add_argument("--negatives", type=argtypes.positive_int, default=100,
+                   help="negatives per user for sampled ranking")
     e.set_defaults(func=_eval)
 
     rc = sub.add_parser("recommend", help="top-k recommendations of a run for its users or a new item list",
@@ -213,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="print a markdown table of finished runs (for docs/RESULTS.md)")
     r.add_argument("run_dirs", nargs="+", help="finished run directories, one row each")
-    r.add_argument("--target", type=float, default=None,
+    r.add_argument("--target", type=argtypes.fraction, default=None,
                    help="add a column: minutes of training + validation until the valid metric first reached this "
                         "value (e.g. 0.15), from each run's metrics.jsonl")
     r.set_defaults(func=_report)
@@ -222,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("what", choices=["attention"], help="what to plot")
     pl.add_argument("run_dir", help=RUN_DIR_HELP)
     pl.add_argument("--user", required=True, help="raw user id as in the dataset")
-    pl.add_argument("--last", type=int, default=30, help="plot the newest LAST events of the test history")
+    pl.add_argument("--last", type=argtypes.positive_int, default=30,
+                    help="plot the newest LAST events of the test history")
     pl.add_argument("--out", default="", help="PNG path (default RUN_DIR/attention-user-U.png)")
     pl.set_defaults(func=_plot)
 
@@ -241,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--store", default="", help="sqlite:///state.db, a path, or redis://host:port/db[?prefix=NAME] "
                     "(the redis extra); default RUN_DIR/serve-state.db")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=argtypes.port, default=8000)
     sv.add_argument("--prefill", action="store_true",
                     help="before serving, store the state of every user of the run's corpus (whole histories)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],

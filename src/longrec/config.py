@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from longrec.config_ranges import check_name, check_numbers
 from longrec.errors import ConfigError
 
 
@@ -241,6 +243,16 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     return cfg
 
 
+def run_name(cfg: ExperimentConfig) -> str:
+    """The default run directory's name: the config's name and its dataset (a log file by its stem), so that one
+    preset trained on two datasets gets two directories; a name that already holds the dataset is kept."""
+    data = Path(cfg.data.name).name
+    for ext in (".gz", ".txt", ".csv", ".tsv", ".inter", ".dat", ".parquet"):
+        data = data.removesuffix(ext)
+    data = re.sub(r"[^A-Za-z0-9._+=@-]+", "_", data).strip("._") or "data"
+    return cfg.name if data in cfg.name.split("-") or f"-{data}-" in f"-{cfg.name}-" else f"{cfg.name}-{data}"
+
+
 _CHOICES = {
     "data.split": ("loo", "temporal"),
     "model.pos": ("learned", "none"),
@@ -258,24 +270,14 @@ def validate(cfg: ExperimentConfig) -> None:
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
             raise ConfigError(f"config: '{path}' must be one of {', '.join(choices)}, got {value!r}")
-    positive = {"model.dim": cfg.model.dim, "model.layers": cfg.model.layers, "model.heads": cfg.model.heads,
-                "model.max_len": cfg.model.max_len, "train.batch_size": cfg.train.batch_size,
-                "train.epochs": cfg.train.epochs, "eval.batch_size": cfg.eval.batch_size,
-                "train.negatives": cfg.train.negatives, "eval.item_chunk": cfg.eval.item_chunk}
-    for path, v in positive.items():
-        if v <= 0:
-            raise ConfigError(f"config: '{path}' must be positive, got {v}")
+    check_numbers(cfg)  # every numeric field against its range (config_ranges.RANGES), NaN and inf refused
+    check_name(cfg.name)
     if cfg.model.dim % cfg.model.heads:
         raise ConfigError(f"config: 'model.dim' ({cfg.model.dim}) must be divisible by 'model.heads' "
                           f"({cfg.model.heads})")
-    for path, v in {"train.cuts": cfg.train.cuts, "train.bucket": cfg.train.bucket,
-                    "train.last_targets": cfg.train.last_targets}.items():
-        if v < 0:
-            raise ConfigError(f"config: '{path}' must be >= 0, got {v}")
-    if not 0.0 <= cfg.model.dropout < 1.0:
-        raise ConfigError(f"config: 'model.dropout' must be in [0, 1), got {cfg.model.dropout}")
-    if not 0.0 < cfg.train.mask_prob < 1.0:
-        raise ConfigError(f"config: 'train.mask_prob' must be in (0, 1), got {cfg.train.mask_prob}")
+    if cfg.data.temporal_valid >= cfg.data.temporal_test:
+        raise ConfigError(f"config: 'data.temporal_valid' ({cfg.data.temporal_valid}) must be below "
+                          f"'data.temporal_test' ({cfg.data.temporal_test})")
     from longrec.objectives import check_objective  # torch: imported once the plain fields are checked
     from longrec.train.losses import check_loss
 
@@ -285,7 +287,14 @@ def validate(cfg: ExperimentConfig) -> None:
         from longrec.baselines import BASELINES, baseline_config
 
         BASELINES.get(cfg.model.baseline)  # an unknown name lists the known ones
-        baseline_config(cfg.model.baseline, cfg.model.baseline_args)
+        if args := baseline_config(cfg.model.baseline, cfg.model.baseline_args):
+            check_numbers(args, "model.baseline_args", {})
+    else:
+        from longrec.mixers import MIXERS
+
+        entry = MIXERS.pick(cfg.model.mixer, "model.mixer")
+        if entry.config:  # the mixer's own fields (widths, ranks, scales, epsilons)
+            check_numbers(from_dict(entry.config, cfg.model.mixer_args, "model.mixer_args"), "model.mixer_args", {})
     name, _, k = cfg.eval.metric.partition("@")
     if name not in ("ndcg", "recall", "mrr") or not k.isdigit() or int(k) not in cfg.eval.ks:
         raise ConfigError(f"config: 'eval.metric' must be ndcg|recall|mrr@k with k in eval.ks, got {cfg.eval.metric!r}")

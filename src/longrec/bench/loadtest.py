@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from longrec.argtypes import fraction, positive_int
 from longrec.bench.harness import percentile
 from longrec.errors import LongrecError
 from longrec.serve.store_url import open_store
@@ -262,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run_dir", type=Path)
     for f in (f for f in fields(LoadOptions) if "help" in f.metadata):
         flag = "--" + f.name.replace("_", "-")
-        p.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
+        p.add_argument(flag, type=fraction if isinstance(f.default, float) else positive_int, default=f.default,
+                       help=f.metadata["help"])
     p.add_argument("--prefill", action="store_true", help="start the server with --prefill")
     p.add_argument("--store", default="", help="state store URL (default: a fresh SQLite file in a temp dir)")
     args = p.parse_args(argv)

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from longrec.argtypes import positive_float, positive_int, thread_count
 from longrec.bench.harness import device_name
 from longrec.bench.scaling_cell import (
     KERNELS,
@@ -140,17 +141,19 @@ def _progress(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", help="presets or mixers, optionally @BACKEND (default: every preset)")
-    p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="sequence lengths N")
-    p.add_argument("--batch", type=int, default=8, help="batch size B")
-    p.add_argument("--dim", type=int, default=64, help="model dim D")
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=list(DEFAULT_LENGTHS), help="sequence lengths N")
+    p.add_argument("--batch", type=positive_int, default=8, help="batch size B")
+    p.add_argument("--dim", type=positive_int, default=64, help="model dim D")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=DTYPES, default="fp32", help="bf16 = autocast, as in training")
     p.add_argument("--level", choices=LEVELS, default="block", help="the mixer alone, one block, or the model and loss")
-    p.add_argument("--reps", type=int, default=3, help="timed runs per cell after one warm-up; the median is reported")
-    p.add_argument("--time-limit", type=float, default=120.0, help="seconds per cell before it counts as a timeout")
+    p.add_argument("--reps", type=positive_int, default=3,
+                   help="timed runs per cell after one warm-up; the median is reported")
+    p.add_argument("--time-limit", type=positive_float, default=120.0,
+                   help="seconds per cell before it counts as a timeout")
     p.add_argument("--out", type=Path, default=Path("runs/bench/scaling"), help="directory for the CSV and PNGs")
-    p.add_argument("--items", type=int, default=10_000, help="catalogue size at model level")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads on CPU (0: torch default)")
+    p.add_argument("--items", type=positive_int, default=10_000, help="catalogue size at model level")
+    p.add_argument("--threads", type=thread_count, default=0, help="torch intra-op threads on CPU (0: torch default)")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="a fresh process per cell (default: on CPU, where it is how memory is measured)")
     args = p.parse_args(argv)

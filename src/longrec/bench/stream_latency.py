@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from longrec.argtypes import non_negative_int, positive_float, positive_int, thread_count
 from longrec.bench.harness import device_name, markdown, percentile, write_csv
 from longrec.config import load_config
 from longrec.data.corpus import Corpus
@@ -196,13 +197,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help=f"any of: {', '.join(VARIANTS)}")
-    p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="history lengths L")
-    p.add_argument("--reps", type=int, default=Options.reps, help="timed events per cell (median and p90)")
-    p.add_argument("--warmup", type=int, default=Options.warmup, help="untimed events before them")
-    p.add_argument("--dim", type=int, default=0, help="model width (0: the preset's)")
-    p.add_argument("--items", type=int, default=Options.items, help="catalogue size")
-    p.add_argument("--time-limit", type=float, default=Options.time_limit_s, help="seconds per cell and path")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=list(DEFAULT_LENGTHS), help="history lengths L")
+    p.add_argument("--reps", type=positive_int, default=Options.reps, help="timed events per cell (median and p90)")
+    p.add_argument("--warmup", type=non_negative_int, default=Options.warmup, help="untimed events before them")
+    p.add_argument("--dim", type=non_negative_int, default=0, help="model width (0: the preset's)")
+    p.add_argument("--items", type=positive_int, default=Options.items, help="catalogue size")
+    p.add_argument("--time-limit", type=positive_float, default=Options.time_limit_s, help="seconds per cell and path")
+    p.add_argument("--threads", type=thread_count, default=1, help="torch intra-op threads")
     p.add_argument("--out", type=Path, default=Path("runs/bench/stream-latency"), help="directory for CSV and PNG")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

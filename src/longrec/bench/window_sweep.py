@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from longrec.argtypes import non_negative_int, positive_int
 from longrec.config import load_config
 from longrec.data.corpus import Corpus
 from longrec.errors import ConfigError, LongrecError
@@ -188,15 +189,18 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", type=Path, help="finished run directories (models or baselines)")
     p.add_argument("--train", default="", help="a preset or YAML config to train at each --train-windows N first")
-    p.add_argument("--train-windows", type=int, nargs="+", default=[200], help="model.max_len values for --train")
+    p.add_argument("--train-windows", type=positive_int, nargs="+", default=[200],
+                   help="model.max_len values for --train")
     p.add_argument("--override", nargs="*", default=[], help="config overrides for --train (key=value)")
     p.add_argument("--runs-root", type=Path, default=Path("runs/sweep"), help="where --train writes its runs")
     p.add_argument("--windows", type=parse_window, nargs="+", default=["own", 50, 200, 800, "full"],
                    help="evaluation windows: integers, 'own' (the run's max_len) and 'full' (every event)")
     p.add_argument("--ref", default="0:own", help="reference cell RUN_INDEX:WINDOW (default 0:own)")
     p.add_argument("--split", choices=["test", "valid"], default="test")
-    p.add_argument("--long", type=int, default=300, help="the long-history group: users with >= LONG events")
-    p.add_argument("--batch-size", type=int, default=64, help="evaluation batch (long windows need small ones)")
+    p.add_argument("--long", type=non_negative_int, default=300,
+                   help="the long-history group: users with >= LONG events")
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="evaluation batch (long windows need small ones)")
     p.add_argument("--mask-history", choices=["run", "yes", "no"], default="run",
                    help="history masking: each run's eval.mask_history (run), or forced")
     p.add_argument("--out", type=Path, default=Path("runs/bench/window-sweep"), help="directory for the outputs")

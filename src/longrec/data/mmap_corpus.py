@@ -26,7 +26,7 @@ import numpy as np
 from longrec.data.corpus import Corpus
 from longrec.data.datasets import cache_dir, resolve, sha256_of
 from longrec.data.prepare import build_corpus
-from longrec.data.readers import Columns, detect_format, read_log
+from longrec.data.readers import Columns, check_columns, detect_format, read_header, read_log
 from longrec.errors import DataError
 
 STREAMED = ("csv", "tsv", "parquet")
@@ -48,6 +48,7 @@ def _blocks(path: Path, fmt: str, cols: Columns, rows: int) -> Iterator[tuple[An
                 raise DataError(f"{path}: missing column '{missing[0]}' (columns: {', '.join(f.schema_arrow.names)})")
             batches: Iterator[Any] = f.iter_batches(batch_size=rows, columns=names)
         else:
+            check_columns(path, read_header(path, "," if fmt == "csv" else "\t"), cols)
             batches = pacsv.open_csv(
                 path, read_options=pacsv.ReadOptions(block_size=max(rows * 32, 1 << 16)),
                 parse_options=pacsv.ParseOptions(delimiter="," if fmt == "csv" else "\t"),

@@ -37,12 +37,27 @@ class Columns:
     time: str = ""
 
 
+BINARY_MAGIC = {b"PAR1": "a Parquet file (read it with --format parquet)", b"PK\x03\x04": "a zip archive",
+                b"\x1f\x8b": "gzip-compressed (name it .gz)"}
+
+
+def refuse_binary(path: Path, head: bytes) -> None:
+    """A DataError naming what the file is when its first bytes are a known binary format's magic."""
+    for magic, what in BINARY_MAGIC.items():
+        if head.startswith(magic):
+            raise DataError(f"{path}: not a text log: it is {what}")
+
+
 def open_text(path: Path, encoding: str = "utf-8") -> TextIO:
-    """Open a text file, gunzipping transparently when it ends in .gz."""
+    """Open a text file, gunzipping transparently when it ends in .gz; a UTF-8 byte-order mark (Excel's CSV) is
+    dropped, and a binary file (Parquet, zip) is refused by name."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    encoding = "utf-8-sig" if encoding == "utf-8" else encoding
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, errors="strict", newline="")
+    with open(path, "rb") as f:
+        refuse_binary(path, f.read(4))
     return open(path, encoding=encoding, newline="")
 
 
@@ -72,7 +87,8 @@ def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
 
 
 def detect_format(path: Path) -> str:
-    """Guess the format from the file name, sniffing .txt files (2 fields a line = pairs)."""
+    """Guess the format from the file name, sniffing .txt files (2 fields a line = pairs; 3 on every line is refused:
+    ratings or times, not item lists)."""
     name = path.name.removesuffix(".gz")
     for ext, fmt in ((".inter", "recbole"), (".dat", "grouplens"), (".csv", "csv"), (".tsv", "tsv"),
                      (".parquet", "parquet")):
@@ -86,6 +102,9 @@ def detect_format(path: Path) -> str:
             break
     if not widths:
         raise DataError(f"{path}: empty file")
+    if set(widths) == {3}:  # 'user item rating' or 'user item time' rows, not lists of 2 items: refuse to guess
+        raise DataError(f"{path}: every line has 3 fields (user item rating? user item time?): give --format "
+                        "(data.format): lines for 'user item1 item2' lists, or csv/tsv with a header")
     # mostly two fields: pairs (a stray malformed line then fails loudly instead of flipping the format)
     return "pairs" if widths.count(2) >= 0.9 * len(widths) else "lines"
 
@@ -182,6 +201,8 @@ def read_recbole(path: Path, cols: Columns) -> RawLog:
     for name in (user_col, item_col, time_col):
         if name and name not in fields:
             raise DataError(f"{path}:1: header has no field '{name}' (fields: {', '.join(fields)})")
+        if fields.count(name) > 1:
+            raise DataError(f"{path}:1: field '{name}' appears {fields.count(name)} times in the header")
     iu, ii = fields.index(user_col), fields.index(item_col)
     it = fields.index(time_col) if time_col else -1
     if it >= 0 and types[it] != "float":
@@ -214,10 +235,7 @@ def read_delimited(path: Path, cols: Columns, sep: str) -> RawLog:
     header = next(it, None)
     if header is None:
         raise DataError(f"{path}: empty file")
-    wanted = [c for c in (cols.user, cols.item, cols.time) if c]
-    for c in wanted:
-        if c not in header:
-            raise DataError(f"{path}:1: missing column '{c}' (columns: {', '.join(header)})")
+    check_columns(path, header, cols)
     iu, ii = header.index(cols.user), header.index(cols.item)
     itime = header.index(cols.time) if cols.time else -1
     users: list[str] = []
@@ -235,6 +253,27 @@ def read_delimited(path: Path, cols: Columns, sep: str) -> RawLog:
         if times is not None:
             times.append(_time(row[itime], path, lineno, cols.time))
     return _finish(path, users, items, times)
+
+
+def check_columns(path: Path, header: list[str], cols: Columns) -> None:
+    """The header of a csv/tsv log holds the user, item and (if named) time columns, each once."""
+    for c in (cols.user, cols.item, cols.time):
+        if c and c not in header:
+            raise DataError(f"{path}:1: missing column '{c}' (columns: {', '.join(header)})")
+        if c and header.count(c) > 1:
+            raise DataError(f"{path}:1: column '{c}' appears {header.count(c)} times in the header")
+
+
+def read_header(path: Path, sep: str) -> list[str]:
+    """The first row of a csv/tsv log (a BOM dropped, a binary file refused by name)."""
+    def rows() -> Iterator[list[str]]:
+        with open_text(path) as f:
+            yield from csv.reader(f, delimiter=sep)
+
+    header = next(iter(_guard(path, rows())), None)
+    if header is None:
+        raise DataError(f"{path}: empty file")
+    return header
 
 
 def _guard(path: Path, rows: Iterator[list[str]]) -> Iterator[list[str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longrec.data.readers import Columns, RawLog
+from longrec.data.readers import Columns, RawLog, refuse_binary
 from longrec.errors import DataError
 
 # what a broken stream raises while it is read: gzip and zlib for .gz, tarfile and zipfile for archives
@@ -26,7 +26,7 @@ def numbered(stream: Iterable[bytes], where: str) -> Iterator[tuple[int, str]]:
     lineno = 0
     try:
         for lineno, raw in enumerate(stream, 1):
-            yield lineno, raw.decode("utf-8").rstrip("\r\n")
+            yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
     except UnicodeDecodeError as e:
         raise DataError(f"{where}:{lineno}: not valid utf-8 text ({e.reason})") from None
     except READ_ERRORS as e:
@@ -42,6 +42,8 @@ def file_lines(path: Path) -> Iterator[tuple[int, str]]:
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e})") from None
     with f:
+        if path.suffix != ".gz":
+            refuse_binary(path, f.peek(4)[:4])
         yield from numbered(f, str(path))
 
 

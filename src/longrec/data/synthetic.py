@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from longrec import argtypes
+
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -60,6 +62,8 @@ class SynthConfig:
             raise ValueError(f"interests must be in [1, clusters={self.clusters}], got {self.interests}")
         if not 1 <= self.min_len <= self.max_len:
             raise ValueError(f"need 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
+        if not 1 <= self.period[0] <= self.period[1]:
+            raise ValueError(f"need 1 <= period LO <= HI, got {self.period[0]}, {self.period[1]}")
         if self.session_len < 1 or not (0 <= self.recall <= 1 and 0 <= self.follow < 1):
             raise ValueError("need session_len >= 1, recall in [0, 1] and follow in [0, 1)")
 
@@ -173,10 +177,12 @@ def main(argv: list[str] | None = None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, help="pairs file to write (.gz to compress); PATH.json gets the parameters")
     d = SynthConfig()
+    types = {"seed": argtypes.non_negative_int, "session_len": argtypes.float_in(1.0), "recall": argtypes.fraction,
+             "follow": argtypes.fraction, "zipf": argtypes.non_negative_float}  # other numbers: positive ints
     for f, v in asdict(d).items():
         if f != "period":
-            p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    p.add_argument("--period", type=int, nargs=2, default=list(d.period), metavar=("LO", "HI"))
+            p.add_argument(f"--{f.replace('_', '-')}", type=types.get(f, argtypes.positive_int), default=v)
+    p.add_argument("--period", type=argtypes.positive_int, nargs=2, default=list(d.period), metavar=("LO", "HI"))
     args = vars(p.parse_args(argv))
     out = args.pop("out")
     try:

@@ -14,6 +14,7 @@ from longrec.data.loader import train_item_counts
 from longrec.data.split import Splits
 from longrec.scoring import Scorer
 from longrec.train.checkpoint import write_json
+from longrec.train.evaluate import check_data
 from longrec.train.results import Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
 from longrec.train.runinfo import provenance
@@ -25,6 +26,7 @@ def fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     device = torch.device("cpu")
     origin = provenance(device, cfg.seed)
     splits = load_data(cfg)
+    check_data(cfg, splits)
     scorer = baseline_scorer(cfg, splits)
     prepare_run_dir(cfg, run_dir, False, splits)
     prog = Progress(segments=[{"after_epoch": 0, "git_commit": origin["git_commit"], "device": origin["device"]}])

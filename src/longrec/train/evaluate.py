@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from longrec.config import EvalConfig
+from longrec.config import EvalConfig, ExperimentConfig
 from longrec.data.corpus import Corpus
 from longrec.data.loader import eval_batches, train_item_counts
 from longrec.data.split import EvalSet, Splits
+from longrec.errors import ConfigError, DataError
 from longrec.metrics import by_length, metrics_from_ranks, ranks_from_scores
 from longrec.scoring import Scorer, banned_pairs
 from longrec.scoring import ranks as score_ranks
@@ -28,6 +29,22 @@ def history_index(corpus: Corpus, users: np.ndarray, ends: np.ndarray) -> tuple[
     return row, corpus.items[corpus.offsets[users][row] + within].astype(np.int64)
 
 
+def check_data(cfg: ExperimentConfig, splits: Splits) -> None:
+    """The checks a config can only pass once its data is loaded (before the run directory is written): some user
+    to train and evaluate on, and enough items for the sampled negatives."""
+    if not len(splits.valid) or not len(splits.test) or not splits.train_ends.any():
+        why = "; ".join(f"{n} users dropped: {reason}" for reason, n in splits.dropped.items() if n)
+        raise DataError(f"{cfg.data.name}: no user left to train and evaluate on with data.split={cfg.data.split} "
+                        f"({splits.corpus.num_users} users{'; ' + why if why else ''})")
+    if cfg.eval.sampled == "none":
+        return
+    if cfg.eval.negatives >= splits.corpus.num_items:
+        raise ConfigError(f"config: 'eval.negatives' ({cfg.eval.negatives}) must be below the number of items of "
+                          f"{cfg.data.name} ({splits.corpus.num_items})")
+    for rows in (splits.valid, splits.test):  # every user has enough items left to draw from (as evaluate draws)
+        sample_candidates(splits, rows, cfg.eval, cfg.seed)
+
+
 def sample_candidates(splits: Splits, rows: EvalSet, cfg: EvalConfig, seed: int) -> np.ndarray:
     """[R, 1+n] candidates: the target first, then n negatives outside the user's history and target."""
     rng = np.random.default_rng(seed)
@@ -35,13 +52,15 @@ def sample_candidates(splits: Splits, rows: EvalSet, cfg: EvalConfig, seed: int)
     n_items = c.num_items
     p = train_item_counts(splits)[1:] if cfg.sampled == "popularity" else np.ones(n_items)
     p = p / p.sum()
+    drawable = int((p > 0).sum())  # popularity sampling never draws an item unseen in training
     out = np.empty((len(rows), 1 + cfg.negatives), dtype=np.int64)
     for r, (u, e) in enumerate(zip(rows.users, rows.ends, strict=True)):
         seq = c.seq(u)
         banned = set(seq[:e].tolist())
         banned.add(int(seq[e]))
-        if n_items - len(banned) < cfg.negatives:
-            raise ValueError(f"user {c.user_ids[u]}: fewer than {cfg.negatives} items left to sample negatives from")
+        if drawable - sum(1 for i in banned if p[i - 1] > 0) < cfg.negatives:  # else the draws below never end
+            raise ConfigError(f"config: 'eval.negatives': user {c.user_ids[u]} has fewer than {cfg.negatives} items "
+                              "left to sample negatives from")
         negs: list[int] = []
         while len(negs) < cfg.negatives:
             draw = rng.choice(n_items, size=2 * cfg.negatives, p=p) + 1

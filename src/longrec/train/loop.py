@@ -32,7 +32,7 @@ from longrec.train.checkpoint import (
     write_json,
 )
 from longrec.train.distributed import SINGLE, Dist, agree, barrier, mean_over_ranks, session, shard
-from longrec.train.evaluate import evaluate
+from longrec.train.evaluate import check_data, evaluate
 from longrec.train.losses import LossFn, make_loss
 from longrec.train.objective import batch_loss
 from longrec.train.results import Progress, write_results
@@ -102,6 +102,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
     splits = load_data(cfg) if d.main else None  # rank 0 builds the corpus cache, the others then read it
     barrier(d)
     splits = splits or load_data(cfg, quiet=True)
+    check_data(cfg, splits)
     if cfg.model.time != "none" and splits.corpus.times is None:
         raise ConfigError(f"config: model.time={cfg.model.time} needs event timestamps, and {cfg.data.name} has none "
                           "(give data.time_col for a CSV log, or use model.time=none)")
