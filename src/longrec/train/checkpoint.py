@@ -88,7 +88,7 @@ def load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
     so that a bad file fails here, naming it, and not mid-epoch."""
     from longrec.train.runfiles import read_run_json  # runfiles reads through this module's read_json
 
-    meta = read_run_json(path.with_suffix(".json"))
+    meta = read_run_json(path.with_suffix(".json"), "optim.json")  # any name: save_optimizer writes it
     tensors = load_tensors(path)
     params = [p for group in opt.param_groups for p in group["params"]]
     state: dict[int, dict[str, Any]] = defaultdict(dict)

@@ -50,8 +50,8 @@ def check_shape(path: Path, obj: Any, schema: Schema, prefix: str = "") -> None:
             raise CheckpointError(f"{path}: field {field} must be {_type_name(want)}, got {type(value).__name__}")
 
 
-def read_run_json(path: Path) -> Any:
-    """A run directory's JSON file (named in SCHEMAS), checked against its schema."""
+def read_run_json(path: Path, kind: str = "") -> Any:
+    """A run directory's JSON file, checked against the schema of `kind` (a SCHEMAS name; default the file's)."""
     obj = read_json(path)
-    check_shape(path, obj, SCHEMAS[path.name])
+    check_shape(path, obj, SCHEMAS[kind or path.name])
     return obj
