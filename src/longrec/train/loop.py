@@ -37,7 +37,7 @@ from longrec.train.losses import LossFn, make_loss
 from longrec.train.objective import batch_loss
 from longrec.train.results import Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
-from longrec.train.runfiles import read_run_json
+from longrec.train.runfiles import read_run_json, same_item_ids
 from longrec.train.runinfo import provenance
 
 __all__ = ["fit", "load_data", "make_optimizer", "train_step", "epoch_batches", "Progress"]
@@ -72,7 +72,7 @@ def init_weights(init: str, splits: Splits) -> Path:
     if not path.is_file():
         raise ConfigError(f"config: train.init: {path}: no such weights file (give a run directory or a "
                           ".safetensors file)")
-    if maps.is_file() and read_run_json(maps)["items"] != splits.corpus.item_ids.tolist():
+    if maps.is_file() and not same_item_ids(maps, splits.corpus.item_ids):
         raise ConfigError(f"config: train.init: {maps}: that run's item ids differ from this run's data "
                           "(its weights would score the wrong items)")
     return path

@@ -20,7 +20,7 @@ from longrec.train.baseline import baseline_scorer
 from longrec.train.checkpoint import load_model_weights, write_json
 from longrec.train.evaluate import evaluate
 from longrec.train.rundir import run_splits
-from longrec.train.runfiles import read_run_json
+from longrec.train.runfiles import read_run_json, same_item_ids
 from longrec.train.runinfo import peak_memory_mib, pick_device, provenance
 
 
@@ -41,8 +41,7 @@ def load_run(run_dir: Path, device: torch.device | None = None) -> tuple[Experim
     if cfg.model.baseline:
         raise CheckpointError(f"{run_dir}: a {cfg.model.baseline} baseline run has no model (use load_scorer)")
     splits = run_splits(run_dir, cfg)
-    maps = read_run_json(run_dir / "id_maps.json")
-    if maps.get("items") != splits.corpus.item_ids.tolist():
+    if not same_item_ids(run_dir / "id_maps.json", splits.corpus.item_ids):
         raise CheckpointError(f"{run_dir}/id_maps.json: the run's item ids differ from dataset {cfg.data.name}")
     device = device or pick_device(cfg.train.device)
     model = build_model(int(meta["num_items"]), cfg.model, cfg.train)

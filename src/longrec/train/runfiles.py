@@ -55,3 +55,8 @@ def read_run_json(path: Path, kind: str = "") -> Any:
     obj = read_json(path)
     check_shape(path, obj, SCHEMAS[kind or path.name])
     return obj
+
+
+def same_item_ids(maps: Path, item_ids: Any) -> bool:
+    """Whether a run's id_maps.json lists exactly these item ids (its weights score them in this order)."""
+    return bool(read_run_json(maps)["items"] == list(item_ids.tolist()))
