@@ -14,7 +14,7 @@ from longrec.config import load_config
 from longrec.errors import ConfigError
 from longrec.losses import full_ce, repeat_ce
 from longrec.metrics import ranks_from_scores
-from longrec.model.repeat import AGE_BUCKETS, COUNT_BUCKETS, SCALE, RepeatHead, occurrences
+from longrec.model.repeat import AGE_BUCKETS, COUNT_BUCKETS, SCALE, RepeatHead, log_decayed_counts, occurrences
 from longrec.model.time import bucket
 from longrec.objectives import build_model
 from longrec.scoring import EncoderScorer, banned_pairs, ranks
@@ -207,3 +207,58 @@ def test_last_targets_scores_the_newest_positions_only() -> None:
         load_config("bert4rec", ["train.last_targets=4"])
     with pytest.raises(ConfigError, match="train.last_targets"):
         load_config("lrurec", ["train.last_targets=-1"])
+
+
+def test_decayed_counts_equal_the_sum_over_earlier_copies() -> None:
+    g = torch.Generator().manual_seed(5)
+    items = torch.randint(1, 5, (3, 40), generator=g)
+    items[1, :7] = 0
+    real = (items > 0) & (torch.rand(3, 40, generator=g) > 0.1)
+    gammas = (0.5, 0.9, 0.999)
+    ld = log_decayed_counts(items, real, torch.tensor(gammas, dtype=torch.float64).log())
+    for b in range(3):
+        for m in range(40):
+            for k, gam in enumerate(gammas):
+                if not real[b, m]:
+                    assert float(ld[b, m, k]) == 0.0
+                    continue
+                want = sum(gam ** (m - j) for j in range(m + 1) if real[b, j] and items[b, j] == items[b, m])
+                assert float(ld[b, m, k]) == pytest.approx(math.log(want), abs=1e-9)
+    long = torch.full((1, 5000), 7)
+    long[0, ::2] = 3  # every item alternates: decayed counts near their limit γ / (1 - γ²) + ... stay finite
+    out = log_decayed_counts(long, long > 0, torch.tensor([0.9, 0.999], dtype=torch.float64).log())
+    assert torch.isfinite(out).all()
+    assert float(out[0, -1, 0]) == pytest.approx(math.log(1 / (1 - 0.81)), abs=1e-9)
+
+
+def test_the_decay_terms_add_w_times_the_log_decayed_count_of_the_item_at_t() -> None:
+    head, items, mask, times, h = head_and_window(4)
+    plain = head(items, mask, h, times)
+    gammas = (0.8, 0.97)
+    dec = RepeatHead(6, gammas).double()
+    dec.log_gamma = torch.tensor(gammas, dtype=torch.float64).log()  # not via float32
+    dec.load_state_dict({**head.state_dict(), "w_decay": torch.tensor([0.7, -1.3], dtype=torch.float64)})
+    slots = dec(items, mask, h, times)
+    assert torch.equal(slots.item, plain.item)
+    for b in range(3):
+        for t in range(9):
+            got, base = as_dict(slots.item[b, t], slots.bias[b, t]), as_dict(plain.item[b, t], plain.bias[b, t])
+            for i in base:
+                dcs = [sum(gm ** (t - j) for j in range(t + 1) if int(items[b, j]) == i) for gm in gammas]
+                want = base[i] + SCALE * (0.7 * math.log(dcs[0]) - 1.3 * math.log(dcs[1]))
+                assert got[i] == pytest.approx(want, abs=1e-8)
+    part = dec(items, mask, h[:, -2:], times)  # the newest positions alone agree
+    torch.testing.assert_close(part.bias, slots.bias[:, -2:])
+    slots.bias.sum().backward()
+    assert dec.w_decay.grad is not None and dec.w_decay.grad.abs().sum() > 0
+
+
+def test_repeat_decays_are_checked_and_old_runs_keep_their_weights() -> None:
+    with pytest.raises(ConfigError, match="model.repeat_decays' needs model.repeat=true"):
+        load_config("lrurec", ["model.repeat_decays=[0.9]"])
+    with pytest.raises(ConfigError, match="repeat_decays"):
+        load_config("lrurec", ["model.repeat=true", "model.repeat_decays=[1.0]"])
+    cfg = load_config("lrurec", ["model.dim=8", "model.repeat=true"])
+    assert "repeat.w_decay" not in build_model(20, cfg.model, cfg.train).state_dict()
+    cfg = load_config("lrurec", ["model.dim=8", "model.repeat=true", "model.repeat_decays=[0.9,0.99]"])
+    assert build_model(20, cfg.model, cfg.train).state_dict()["repeat.w_decay"].shape == (2,)

@@ -45,6 +45,7 @@ class ModelConfig:
     pos: str = "learned"  # learned | none: absolute positions counted from the first real event
     time: str = "none"  # none | gap: add an embedding of the log2-bucketed gap since the previous event (needs times)
     repeat: bool = False  # the repeat head: a learned bonus for items already in the window (model/repeat.py)
+    repeat_decays: tuple[float, ...] = ()  # repeat head: also score log decayed counts, one per γ (e.g. [0.9, 0.97])
     norm_first: bool = True  # pre-LN blocks (False: post-LN, as LRURec)
     tie_output: bool = True  # score with the input item embeddings; False: a separate output table (gSASRec)
     # a non-neural baseline (longrec.baselines: popularity | personal | repeat_last) instead of the encoder: it is
@@ -278,6 +279,8 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.data.temporal_valid >= cfg.data.temporal_test:
         raise ConfigError(f"config: 'data.temporal_valid' ({cfg.data.temporal_valid}) must be below "
                           f"'data.temporal_test' ({cfg.data.temporal_test})")
+    if cfg.model.repeat_decays and not cfg.model.repeat:
+        raise ConfigError("config: 'model.repeat_decays' needs model.repeat=true (they are the repeat head's terms)")
     from longrec.objectives import check_objective  # torch: imported once the plain fields are checked
     from longrec.train.losses import check_loss
 

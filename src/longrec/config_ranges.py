@@ -55,6 +55,7 @@ RANGES: dict[str, Range] = {
     "model.ffn_mult": NON_NEGATIVE,
     "model.dropout": Range(0, 1, hi_open=True),
     "model.max_len": POSITIVE,
+    "model.repeat_decays": UNIT_OPEN,  # γ in (0, 1): log γ < 0
     "train.negatives": POSITIVE,
     "train.gbce_t": Range(0, 1),
     "train.mask_prob": UNIT_OPEN,

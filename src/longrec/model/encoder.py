@@ -39,7 +39,8 @@ class SeqEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(D) if cfg.norm_first else nn.Identity()
         self.apply(_init)
-        self.repeat = RepeatHead(D) if cfg.repeat else None  # after _init: its zeros make it start as a no-op
+        # after _init: its zeros make it start as a no-op
+        self.repeat = RepeatHead(D, cfg.repeat_decays) if cfg.repeat else None
 
     @property
     def layers(self) -> list[Block]:

@@ -4,14 +4,17 @@ On repeat-heavy logs (check-ins, listening, tutoring) the best cheap predictor i
 model that must rebuild an item's exact identity from a D-wide state misses it. The head adds to the score of each
 item i of the window, at position t,
 
-    b_{t,i} = SCALE (w_age[bucket(t - m_i)] + w_count[bucket(c_{t,i})] + w_gap[bucket(τ_t - τ_{m_i})] + u · h_t),
+    b_{t,i} = SCALE (w_age[bucket(t - m_i)] + w_count[bucket(c_{t,i})] + w_gap[bucket(τ_t - τ_{m_i})]
+                     + Σ_g w_decay[g] log Σ_{j <= t: item j = i} γ_g^(t - j) + u · h_t),
 
 m_i the item's last occurrence up to t, c_{t,i} its count there, τ the timestamps (the gap term only when the log
-has them), bucket = floor(log2(1 + x)) capped. The tables and u start at zero: the head starts as the plain model.
-Items outside the window get no bonus. Each event's count so far and next occurrence come from one sort per row;
-the bonus is then computed for every (scored position, earlier position) pair: O(T N) elementwise per row for T
-scored positions, with no D factor. Training scores every position (T = N) or the newest `train.last_targets`;
-evaluation the last one (T = 1, O(N)).
+has them), bucket = floor(log2(1 + x)) capped. The decayed counts (model.repeat_decays = (γ_1, ...), none by
+default) are the personal-frequency baseline's score: with them the head can rank the window as the user's
+recency-decayed counts do, which the age and count buckets of the last occurrence alone cannot. The tables, u and
+w_decay start at zero: the head starts as the plain model. Items outside the window get no bonus. Each event's
+count so far, decayed counts and next occurrence come from one sort per row; the bonus is then computed for every
+(scored position, earlier position) pair: O(T N) elementwise per row for T scored positions, with no D factor.
+Training scores every position (T = N) or the newest `train.last_targets`; evaluation the last one (T = 1, O(N)).
 """
 
 from __future__ import annotations
@@ -41,16 +44,23 @@ class Slots:
     bias: Tensor
 
 
+def _runs(items: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """items [B,N], real [B,N] -> (order [B,N]: a stable sort putting like real items together in position order;
+    spos [B,N]: the positions in that order; same [B,N-1]: sorted entry j+1 continues entry j's item)."""
+    B, N = items.shape
+    pos = torch.arange(N, device=items.device).expand(B, N)
+    key = torch.where(real, items, -1 - pos)  # pads and non-real events: distinct keys below every item id
+    sk, order = torch.sort(key, dim=1, stable=True)  # like items together, in position order
+    return order, pos.gather(1, order), sk[:, 1:] == sk[:, :-1]
+
+
 def occurrences(items: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
     """items [B,N], real [B,N] bool -> (count [B,N]: occurrences of items[b,m] among the real events at positions
     <= m; next [B,N]: the position of its next real occurrence after m, N if none). Non-real entries: count 0,
     next N. One stable sort per row: O(N log N)."""
     B, N = items.shape
     pos = torch.arange(N, device=items.device).expand(B, N)
-    key = torch.where(real, items, -1 - pos)  # pads and non-real events: distinct keys below every item id
-    sk, order = torch.sort(key, dim=1, stable=True)  # like items together, in position order
-    spos = pos.gather(1, order)
-    same = sk[:, 1:] == sk[:, :-1]  # (B, N-1): entry j+1 continues entry j's item
+    order, spos, same = _runs(items, real)
     nxt_sorted = torch.where(same, spos[:, 1:], N)
     nxt_sorted = torch.cat([nxt_sorted, torch.full((B, 1), N, dtype=nxt_sorted.dtype, device=items.device)], 1)
     j = torch.arange(N, device=items.device).expand(B, N)
@@ -61,17 +71,37 @@ def occurrences(items: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(real, count, 0), torch.where(real, nxt, N)
 
 
+def log_decayed_counts(items: Tensor, real: Tensor, log_gamma: Tensor) -> Tensor:
+    """items [B,N], real [B,N], log_gamma [G] (< 0) -> [B,N,G]: log Σ_{j <= m, real, item j = item m} γ^(m - j),
+    the decayed count of item m's occurrences up to m (0 where not real). Per item run of the sorted row, a
+    logcumsumexp of -j log γ (float64; each run is lifted above all earlier runs of the row so that they vanish
+    from its sums, never a positive exponent outside the log), then + m log γ."""
+    B, N = items.shape
+    order, spos, same = _runs(items, real)
+    run = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=items.device), (~same).long().cumsum(1)], 1)
+    lg = log_gamma.to(torch.float64)
+    v = -spos[..., None].double() * lg  # (B, N, G), in [0, N |log γ|]
+    lift = float(N) * float(-lg.min()) + 64.0 if lg.numel() else 0.0  # > the spread of v: earlier runs underflow
+    acc = torch.logcumsumexp(v + lift * run[..., None].double(), dim=1) - lift * run[..., None].double()
+    sorted_ld = acc + spos[..., None].double() * lg  # (B, N, G) in sorted order
+    out = torch.zeros_like(sorted_ld).scatter_(1, order[..., None].expand_as(sorted_ld), sorted_ld)
+    return torch.where(real[..., None], out, 0.0).to(log_gamma.dtype)
+
+
 def _log2_bucket(x: Tensor, n: int) -> Tensor:
     return torch.log2(1.0 + x.float().clamp(min=0)).floor().clamp(max=n - 1).long()
 
 
 class RepeatHead(nn.Module):
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, decays: tuple[float, ...] = ()) -> None:
         super().__init__()
         self.w_age = nn.Parameter(torch.zeros(AGE_BUCKETS))
         self.w_count = nn.Parameter(torch.zeros(COUNT_BUCKETS))
         self.w_gap = nn.Parameter(torch.zeros(TIME_BUCKETS))
         self.u = nn.Parameter(torch.zeros(dim))
+        # no parameter without decays: runs saved before the decayed counts load unchanged
+        self.register_buffer("log_gamma", torch.tensor(decays).log() if decays else None, persistent=False)
+        self.w_decay = nn.Parameter(torch.zeros(len(decays))) if decays else None
 
     def forward(self, items: Tensor, mask: Tensor, h: Tensor, times: Tensor | None = None) -> Slots:
         """The newest T positions: items [B,N], mask [B,N], h [B,T,D] (T <= N: the encoder output at positions
@@ -91,7 +121,14 @@ class RepeatHead(nn.Module):
         if times is not None:
             tt = times.to(torch.float64).masked_fill(~mask, float("nan"))
             gap = tt[:, N - T:, None] - tt[:, None, :]  # (B, T, N): seconds since the item's last event
-        return self._slots(items[:, None, :], valid, age, count[:, None, :], gap, h)
+        slots = self._slots(items[:, None, :], valid, age, count[:, None, :], gap, h)
+        lg, w = self.log_gamma, self.w_decay
+        if not isinstance(lg, Tensor) or w is None:
+            return slots
+        # Σ_g w_g (log D_g(m) + (t - m) log γ_g): the G axis is summed before the (T, N) pairs are formed
+        ld = log_decayed_counts(items, real, lg) @ w  # (B, N)
+        decay = ld[:, None, :] + age * (lg @ w)  # (B, T, N)
+        return Slots(slots.item, torch.where(valid, slots.bias + SCALE * decay, 0.0))
 
     def last(self, items: Tensor, mask: Tensor, h: Tensor, times: Tensor | None = None) -> Slots:
         """The last position only: h [B,D] -> Slots with T = 1. O(B N log N) time, O(B N) memory: for long
