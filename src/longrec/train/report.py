@@ -32,7 +32,10 @@ def row(res: dict[str, Any], run: str) -> list[str]:
             f" {k}={v}" for k, v in m.get("baseline_args", {}).items())
     else:
         model = m["mixer"] + "".join(f" {k}={v}" for k, v in m["mixer_args"].items())
-        model += " + repeat head" * bool(m.get("repeat")) + " + time gaps" * (m.get("time", "none") != "none")
+        decays = "/".join(f"{g:g}" for g in m.get("repeat_decays", ()))
+        model += " + repeat head" * bool(m.get("repeat")) + f" (decays {decays})" * bool(decays)
+        model += " + time gaps" * (m.get("time", "none") != "none")
+        model += f" dropout={m.get('dropout', 0.2):g}" * (m.get("dropout", 0.2) != 0.2)
         model += f"; {training_objective(cfg['train'])}"
     return [
         run, cfg["data"]["name"], model, f"{t['ndcg@10']:.4f}", f"{t['recall@10']:.4f}", f"{t['mrr@10']:.4f}",
