@@ -33,7 +33,7 @@ from longrec.bench.harness import CellFailed, markdown, peak_rss_mib, rss_mib, r
 from longrec.config import TrainConfig
 from longrec.data.synthetic import zipf_ranks
 from longrec.losses import full_ce, select
-from longrec.train.objective import make_loss
+from longrec.train.losses import make_loss
 
 LOSSES = {  # name -> TrainConfig of the loss; "full_ce" is the naive reference
     "full_ce": None,

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from longrec.bench.scaling import run_scaling
+from longrec.bench import harness, scaling
+from longrec.bench.scaling import COLUMNS, markdown_table, run_scaling
 from longrec.bench.scaling_cell import Cell
-from longrec.bench.scaling_report import COLUMNS, markdown_table
 from longrec.errors import ConfigError, LongrecError
 from longrec.mixers.lru import LRUMixer
 
@@ -95,16 +95,14 @@ def test_unknown_variant_fails_before_measuring(tmp_path: Path) -> None:
 def test_mixer_level_with_the_raw_sdpa_kernel_and_csv_after_every_length(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import longrec.bench.scaling as scaling
-
     written: list[int] = []
-    real = scaling.write_csv
+    real = harness.write_csv
 
-    def spy(rows: list[dict[str, Any]], out_dir: Path, stem: str) -> Path:
+    def spy(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Path:
         written.append(len(rows))
-        return real(rows, out_dir, stem)
+        return real(path, rows, columns)
 
-    monkeypatch.setattr(scaling, "write_csv", spy)
+    monkeypatch.setattr(harness, "write_csv", spy)
     rows = run_scaling(["kernel:sdpa", "causal-linrec"], [8, 16], replace(TINY, level="mixer"), tmp_path, False)
     assert [(r["variant"], r["mixer"], r["status"]) for r in rows[:3]] == [
         ("sasrec", "softmax", "ok"), ("kernel:sdpa", "kernel:sdpa", "ok"), ("causal-linrec", "linrec", "ok")
@@ -116,3 +114,13 @@ def test_mixer_level_with_the_raw_sdpa_kernel_and_csv_after_every_length(
 def test_the_fla_kernel_is_refused_off_cuda(tmp_path: Path) -> None:
     with pytest.raises(LongrecError, match="kernel:fla is flash-linear-attention's CUDA kernel"):
         run_scaling(["kernel:fla"], [8], TINY, tmp_path, isolate=False)
+
+
+def test_the_command_line_builds_its_cells_from_the_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scaling.main(["--variants", "lrurec", "--lengths", "8", "--level", "mixer", "--batch", "3", "--dim", "8",
+                  "--reps", "1", "--time-limit", "60", "--device", "cpu", "--no-isolate",
+                  "--out", str(tmp_path)])
+    assert "| lrurec | " in capsys.readouterr().out
+    (ref, row) = read_csv(tmp_path / "scaling-mixer-cpu-fp32.csv")
+    assert (ref["variant"], row["variant"], row["status"]) == ("sasrec", "lrurec", "ok")
+    assert (row["level"], row["batch"], row["dim"], row["note"]) == ("mixer", "3", "8", "")

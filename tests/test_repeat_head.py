@@ -178,7 +178,8 @@ def test_training_with_the_repeat_head_and_its_limits(tmp_path: Path, monkeypatc
 
 def test_last_targets_scores_the_newest_positions_only() -> None:
     from longrec.data.loader import Batch
-    from longrec.train.objective import batch_loss, make_loss
+    from longrec.train.batch_loss import batch_loss
+    from longrec.train.losses import make_loss
 
     torch.manual_seed(0)
     cfg = load_config("lrurec", ["model.dim=8", "model.max_len=10", "model.repeat=true", "model.dropout=0.0"])

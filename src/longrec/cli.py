@@ -85,7 +85,7 @@ def _plot(args: argparse.Namespace) -> None:
 
 RUN_DIR_HELP = "a run directory (longrec train --run-dir)"
 BENCHES = {"scaling": "scaling", "stream-latency": "stream_latency", "loadtest": "loadtest",
-           "window-sweep": "window_sweep"}  # longrec.bench's modules but harness, scaling_cell and scaling_report
+           "window-sweep": "window_sweep"}  # longrec.bench's modules but harness and scaling_cell
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@ and the benchmarks' log-log curves of a measure against the length N, one line p
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,10 @@ def loglog_by_variant(
 ) -> Path | None:
     """One log-log panel per (key, y label, panel title): row[key] against row[x[0]] (axis label x[1]), a line per
     row["variant"] (legend: labels[variant], default its name), base-2 x ticks at exactly the rows' x values. Values
-    missing or <= 0 are left out; a panel left empty says "not measured". None without matplotlib."""
+    missing or <= 0 are left out; a panel left empty says "not measured". None without matplotlib (a note on stderr)."""
     plt = pyplot()
     if plt is None:
+        print(f"{path.name}: matplotlib not installed, no plot (pip install 'longrec[plot]')", file=sys.stderr)
         return None
     from matplotlib.ticker import NullLocator
 

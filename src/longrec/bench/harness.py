@@ -1,5 +1,5 @@
 """What every benchmark shares (longrec bench and the studies under benchmarks/): isolated cells, their memory,
-timing on a device, the hardware's name, percentiles and table/CSV output (plots are longrec.plots'). Standard
+timing on a device, the hardware's name, percentiles, options as dataclass fields, table/CSV/plot output. Standard
 library at the top: a peer's venv (benchmarks.peer_recbole) imports this module too.
 
 An isolated cell is a measurement run in a fresh interpreter, `python -m MODULE --cell JSON`, which prints its
@@ -13,6 +13,7 @@ benchmark that has just built a big log would start at the parent's peak and und
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import platform
@@ -21,11 +22,15 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import torch
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class CellFailed(Exception):
@@ -123,3 +128,25 @@ def markdown(
     lines = ["| " + " | ".join(header or columns) + " |", "|" + "---|" * len(columns)]
     cells = ([format(r[c], fmt.get(c, "")) if c in r else "" for c in columns] for r in rows)
     return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def option(default: Any, help: str, flag: str = "", **argparse_kw: Any) -> Any:
+    """A dataclass field that is also a command-line option (add_options): `flag` (default --field-name) with
+    this help and argparse's type=, choices=, ..."""
+    return field(default=default, metadata={"flag": flag, "help": help, **argparse_kw})
+
+
+def add_options(p: argparse.ArgumentParser, cls: type) -> None:
+    """A flag for each field of the dataclass cls made with option(), defaulting to the field's default."""
+    for f in fields(cls):
+        if "help" in f.metadata:
+            flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+            kw: dict[str, Any] = {"metavar": None if "choices" in f.metadata else flag[2:].replace("-", "_").upper()}
+            kw |= {k: v for k, v in f.metadata.items() if k != "flag"}
+            p.add_argument(flag, dest=f.name, default=f.default, **kw)
+
+
+def options(cls: type[T], args: argparse.Namespace, **given: Any) -> T:
+    """cls built from the flags add_options gave it and the fields `given` (others keep their defaults)."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if "help" in f.metadata}, **given)
+

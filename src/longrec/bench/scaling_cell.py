@@ -3,7 +3,6 @@ and its peak memory measured, in this process or a fresh one (`python -m longrec
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import statistics
@@ -14,8 +13,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
-from longrec.bench.harness import CellFailed, peak_rss_mib, run_cell, sync
+from longrec.argtypes import positive_float, positive_int, thread_count
+from longrec.bench.harness import CellFailed, option, peak_rss_mib, run_cell, sync
 from longrec.config import ModelConfig, from_dict, load_config, preset_names
 from longrec.losses import chunked_ce
 from longrec.mixers import MIXERS, build_mixer
@@ -24,6 +26,8 @@ from longrec.model.block import Block
 from longrec.model.encoder import SeqEncoder
 from longrec.ops import Backend
 
+LEVELS = ("mixer", "block", "model")
+DTYPES = ("fp32", "bf16")
 KERNELS = ("kernel:sdpa", "kernel:fla")  # raw ops, not models: the floors a mixer is measured against
 REFERENCE = "sasrec"  # causal softmax: ratio_to_softmax divides by its time at the same N
 OOM_TEXT = ("out of memory", "not enough memory", "can't allocate memory")
@@ -31,19 +35,21 @@ OOM_TEXT = ("out of memory", "not enough memory", "can't allocate memory")
 
 @dataclass(frozen=True)
 class Cell:
-    """One measurement: a variant at one length (JSON-serialisable, for an isolated child process)."""
+    """One measurement: a variant at one length (JSON-serialisable, for an isolated child process). The fields made
+    with option() are flags of `longrec bench scaling`."""
 
     variant: str
-    level: str = "block"
+    level: str = option("block", "the mixer alone, one block, or the model and loss", choices=LEVELS)
     N: int = 128
-    batch: int = 8
-    dim: int = 64
-    device: str = "cpu"
-    dtype: str = "fp32"
-    reps: int = 3
-    time_limit_s: float = 120.0
-    items: int = 10_000  # catalogue size at model level
-    threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
+    batch: int = option(8, "batch size B", type=positive_int)
+    dim: int = option(64, "model dim D", type=positive_int)
+    device: str = option("cpu", "cpu | cuda | cuda:N (default: cuda when there is one)")
+    dtype: str = option("fp32", "bf16 = autocast, as in training", choices=DTYPES)
+    reps: int = option(3, "timed runs per cell after one warm-up; the median is reported", type=positive_int)
+    time_limit_s: float = option(120.0, "seconds per cell before it counts as a timeout", "--time-limit",
+                                 type=positive_float)
+    items: int = option(10_000, "catalogue size at model level", type=positive_int)
+    threads: int = option(0, "torch intra-op threads on CPU (0: torch default)", type=thread_count)
 
 
 def variant_config(variant: str, dim: int, max_len: int) -> ModelConfig:
@@ -70,72 +76,53 @@ def causal(cfg: ModelConfig) -> bool:
     return bool(getattr(mixer_args(cfg), "causal", True))  # mixers without the option (lru, gru) are causal
 
 
-def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
-    if dtype == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _loss(cell: Cell, device: torch.device) -> tuple[Callable[[], Tensor], list[Tensor]]:
+    """The cell's scalar loss on fixed random inputs, and the leaves whose grads it sets: a raw kernel (KERNELS) on
+    one head of width D, q, k, v [B,N,1,D] (in bf16 itself, not autocast); the mixer or block on x [B,N,D] against
+    a random gradient; or the model with chunked CE on every position. Full windows: N real events per row."""
+    B, N, D = cell.batch, cell.N, cell.dim
+    if cell.variant in KERNELS:
+        dtype = torch.bfloat16 if cell.dtype == "bf16" else torch.float32
+        q, k, v = (torch.randn(B, N, 1, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+        if cell.variant == "kernel:fla":
+            from longrec.ops.linear_attn import fla_chunk_kernel
 
+            kernel = fla_chunk_kernel()
+            return lambda: kernel(q=q, k=k, v=v, scale=1.0)[0].float().sum(), [q, k, v]
 
-def _kernel_workload(cell: Cell, device: torch.device) -> Callable[[], None]:
-    """Forward + backward of a raw kernel (KERNELS) on one head of width D: q, k, v [B,N,1,D]."""
-    dtype = torch.bfloat16 if cell.dtype == "bf16" else torch.float32
-    shape = (cell.batch, cell.N, 1, cell.dim)
-    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
-    if cell.variant == "kernel:fla":
-        from longrec.ops.linear_attn import fla_chunk_kernel
-
-        kernel = fla_chunk_kernel()
-
-        def attend() -> torch.Tensor:
-            return kernel(q=q, k=k, v=v, scale=1.0)[0]  # (B, N, 1, D)
-    else:
-
-        def attend() -> torch.Tensor:
+        def sdpa() -> Tensor:
             qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # (B, 1, N, D)
-            return torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
+            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=True).float().sum()
 
-    def run_kernel() -> None:
-        for t in (q, k, v):
-            t.grad = None
-        attend().float().sum().backward()
-
-    return run_kernel
+        return sdpa, [q, k, v]
+    cfg = variant_config(cell.variant, D, N)
+    mask = torch.ones(B, N, dtype=torch.bool, device=device)
+    if cell.level == "model":
+        enc = SeqEncoder(cell.items, cfg).to(device).train()
+        items = torch.randint(1, cell.items + 1, (B, N), device=device)
+        targets = torch.randint(1, cell.items + 1, (B * N,), device=device)
+        return lambda: chunked_ce(enc(items, mask).reshape(B * N, D), targets, enc.item_table()), [*enc.parameters()]
+    mixer = build_mixer(cfg.mixer, D, cfg.heads, cfg.dropout, cfg.mixer_args)
+    layer = mixer if cell.level == "mixer" else Block(mixer, D, cfg.ffn_mult, cfg.dropout, cfg.norm_first)
+    layer = layer.to(device).train()
+    x = torch.randn(B, N, D, device=device, requires_grad=True)
+    g = torch.randn(B, N, D, device=device)
+    return lambda: (layer(x, mask).float() * g).sum(), [x, *layer.parameters()]  # layer(x): (B, N, D)
 
 
 def _workload(cell: Cell, device: torch.device) -> Callable[[], None]:
-    """A closure running one forward + backward of the cell's mixer, block or model on fixed random inputs."""
-    if cell.variant in KERNELS:
-        return _kernel_workload(cell, device)
-    cfg = variant_config(cell.variant, cell.dim, cell.N)
-    B, N, D = cell.batch, cell.N, cell.dim
-    mask = torch.ones(B, N, dtype=torch.bool, device=device)  # full windows: N real events per row
-    if cell.level in ("mixer", "block"):
-        mixer = build_mixer(cfg.mixer, D, cfg.heads, cfg.dropout, cfg.mixer_args)
-        layer = mixer if cell.level == "mixer" else Block(mixer, D, cfg.ffn_mult, cfg.dropout, cfg.norm_first)
-        layer = layer.to(device).train()
-        x = torch.randn(B, N, D, device=device, requires_grad=True)
-        g = torch.randn(B, N, D, device=device)
+    """A closure running one forward + backward of the cell (bf16: autocast, but for the kernels)."""
+    loss, leaves = _loss(cell, device)
+    bf16 = cell.dtype == "bf16" and cell.variant not in KERNELS
 
-        def run_layer() -> None:
-            layer.zero_grad(set_to_none=True)
-            x.grad = None
-            with _autocast(device, cell.dtype):
-                y = layer(x, mask)  # (B, N, D)
-            (y.float() * g).sum().backward()
+    def run() -> None:
+        for t in leaves:
+            t.grad = None
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            out = loss()
+        out.backward()
 
-        return run_layer
-    enc = SeqEncoder(cell.items, cfg).to(device).train()
-    items = torch.randint(1, cell.items + 1, (B, N), device=device)
-    targets = torch.randint(1, cell.items + 1, (B * N,), device=device)
-
-    def run_model() -> None:
-        enc.zero_grad(set_to_none=True)
-        with _autocast(device, cell.dtype):
-            h = enc(items, mask)  # (B, N, D)
-            loss = chunked_ce(h.reshape(B * N, D), targets, enc.item_table())
-        loss.backward()
-
-    return run_model
+    return run
 
 
 def result(status: str, ms: float | None = None, peak_mib: float | None = None, note: str = "") -> dict[str, Any]:
@@ -143,48 +130,40 @@ def result(status: str, ms: float | None = None, peak_mib: float | None = None, 
     return {"status": status, "ms": ms, "peak_mib": peak_mib, "note": note}
 
 
-def _failure(e: BaseException) -> dict[str, Any]:
-    text = str(e).strip()
-    oom = isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(s in text.lower() for s in OOM_TEXT)
-    return result("oom" if oom else "error", note=f"{type(e).__name__}: {(text.splitlines() or [''])[0]}"[:200])
-
-
 def measure(cell: Cell, rss: bool = False) -> dict[str, Any]:
     """Run one cell in this process -> {status, ms (median), peak_mib, note}; failures become statuses.
     rss: measure CPU memory as peak-RSS growth (meaningful only in a fresh process, see measure_isolated)."""
     device = torch.device(cell.device)
+    cuda = device.type == "cuda"
     try:
-        return _measure(cell, device, rss)
+        torch.manual_seed(0)
+        if cuda:
+            sync(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device) / 2**20 if cuda else peak_rss_mib()
+        run = _workload(cell, device)
+        times: list[float] = []
+        start = time.perf_counter()
+        for i in range(cell.reps + 1):  # run 0 warms up (allocator, kernels, autotuning) and is not counted
+            if i and (elapsed := time.perf_counter() - start) > cell.time_limit_s:
+                runs = f"{i} of {cell.reps + 1} runs"
+                return result("timeout", note=f"{runs} took {elapsed:.1f} s > {cell.time_limit_s} s")
+            sync(device)
+            t0 = time.perf_counter()
+            run()
+            sync(device)
+            if i:
+                times.append(time.perf_counter() - t0)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mib() if rss else None
+        return result("ok", 1e3 * statistics.median(times), None if peak is None else peak - base)
     except Exception as e:  # noqa: BLE001  # one broken variant must not end a sweep of hours: it becomes a row
-        return _failure(e)
+        text = str(e).strip()
+        oom = isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(s in text.lower() for s in OOM_TEXT)
+        return result("oom" if oom else "error", note=f"{type(e).__name__}: {(text.splitlines() or [''])[0]}"[:200])
     finally:
         gc.collect()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.empty_cache()
-
-
-def _measure(cell: Cell, device: torch.device, rss: bool) -> dict[str, Any]:
-    torch.manual_seed(0)
-    cuda = device.type == "cuda"
-    if cuda:
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device) / 2**20 if cuda else peak_rss_mib()
-    run = _workload(cell, device)
-    times: list[float] = []
-    start = time.perf_counter()
-    for i in range(cell.reps + 1):  # run 0 warms up (allocator, kernels, autotuning) and is not counted
-        elapsed = time.perf_counter() - start
-        if i and elapsed > cell.time_limit_s:
-            return result("timeout", note=f"{i} of {cell.reps + 1} runs took {elapsed:.1f} s > {cell.time_limit_s} s")
-        sync(device)
-        t0 = time.perf_counter()
-        run()
-        sync(device)
-        if i:
-            times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mib() if rss else None
-    return result("ok", 1e3 * statistics.median(times), None if peak is None else peak - base)
 
 
 def measure_isolated(cell: Cell) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from longrec.argtypes import non_negative_int, positive_float, positive_int, thread_count
-from longrec.bench.harness import device_name, markdown, percentile, write_csv
+from longrec.bench.harness import add_options, device_name, markdown, option, options, percentile, write_csv
 from longrec.config import load_config
 from longrec.data.corpus import Corpus
 from longrec.errors import LongrecError
@@ -38,48 +38,37 @@ from longrec.objectives import build_model, mask_token
 from longrec.plots import loglog_by_variant
 from longrec.serve.recommender import Recommender
 from longrec.serve.store_url import open_store
-from longrec.serve.streamers import STREAMERS, Streamer, StreamMode
+from longrec.serve.streamers import STREAMERS, StreamMode
 
 DEFAULT_LENGTHS = (256, 1024, 4096, 16384)
 COLUMNS = tuple(
     "variant preset mixer path L reps observe_p50_us observe_p90_us observe_ratio step_p50_us step_p90_us "
     "step_ratio state_kib device threads".split()
 )
-
-
-@dataclass(frozen=True)
-class Variant:
-    preset: str
-    mode: StreamMode  # how observe() advances the state
-    window_is_history: bool = False  # max_len = L: the window re-encoded per event is the whole prefilled history
-
-
 STEPPED = "causal-linrec lt-sasrec lrurec retention gla gated-delta hydrarec-causal recgrela-causal".split()
-VARIANTS = {p: Variant(p, StreamMode.STEP) for p in STEPPED} | {  # constant-size states, then softmax two ways
-    "sasrec-reencode": Variant("sasrec", StreamMode.WINDOW, window_is_history=True),
-    "sasrec-kv": Variant("sasrec", StreamMode.STEP),  # SoftmaxMixer.step: a growing KV cache
+VARIANTS = {p: (p, StreamMode.STEP) for p in STEPPED} | {  # (preset, how observe() advances the state)
+    "sasrec-reencode": ("sasrec", StreamMode.WINDOW),  # max_len = the largest L: it re-encodes the whole history
+    "sasrec-kv": ("sasrec", StreamMode.STEP),  # SoftmaxMixer.step: a growing KV cache
 }
 DEFAULT_VARIANTS = ("causal-linrec", "lrurec", "hydrarec-causal", "recgrela-causal", "sasrec-reencode", "sasrec-kv")
 
 
 @dataclass(frozen=True)
 class Options:
-    reps: int = 50  # timed events per cell
-    warmup: int = 5  # untimed events first (allocator, first-call paths, SQLite page cache)
-    dim: int = 0  # model width; 0 = the preset's
-    items: int = 1000  # catalogue size (only the embedding lookup depends on it)
-    time_limit_s: float = 60.0  # per variant and path: stop timing after this, once 3 events are timed at each L
+    """What each cell measures; the fields made with option() are flags of `longrec bench stream-latency`."""
+
+    reps: int = option(50, "timed events per cell (median and p90)", type=positive_int)
+    warmup: int = option(5, "untimed events first (allocator, first-call paths, SQLite page cache)",
+                         type=non_negative_int)
+    dim: int = option(0, "model width (0: the preset's)", type=non_negative_int)
+    items: int = option(1000, "catalogue size (only the embedding lookup depends on it)", type=positive_int)
+    time_limit_s: float = option(60.0, "seconds per variant and path: then stop, once 3 events are timed at each L",
+                                 "--time-limit", type=positive_float)
     seed: int = 0
 
 
-def synthetic_corpus(lengths: Sequence[int], items: int, seed: int) -> Corpus:
-    """One user per length, named `L<length>`, with that many random events over raw item ids "1".."items"."""
-    g = np.random.default_rng(seed)
-    hists = [g.integers(1, items + 1, n) for n in lengths]
-    return Corpus.from_seqs(hists, items, user_ids=[f"L{n}" for n in lengths])
-
-
-def _interleaved(runs: dict[int, Callable[[int], object]], new: Sequence[int], opts: Options) -> dict[int, list[float]]:
+def _interleaved(runs: Mapping[int, Callable[[Any], object]], new: Sequence[Any],
+                 opts: Options) -> dict[int, list[float]]:
     """Seconds of runs[L](item) per L. Each event is applied at every L in turn, so a slow spell of a shared
     machine hits every L alike; the first opts.warmup events are not timed."""
     times: dict[int, list[float]] = {n: [] for n in runs}
@@ -95,39 +84,38 @@ def _interleaved(runs: dict[int, Callable[[int], object]], new: Sequence[int], o
     return times
 
 
-def _observe(rec: Recommender, user: str, item: int) -> None:
-    rec.observe(user, str(item))
-
-
-def _step(streamer: Streamer, states: dict[int, Any], n: int, item: int) -> None:
-    states[n] = streamer.extend(states[n], [[item]])
-
-
 def measure(name: str, lengths: Sequence[int], opts: Options, store_dir: Path) -> list[dict[str, Any]]:
     """One variant at every L: a user per L prefilled with L events (one model, one store), then new events
     timed through observe() and through the bare model update, interleaved across L."""
-    v, lengths = VARIANTS[name], sorted(set(lengths))
+    (preset, mode), lengths = VARIANTS[name], sorted(set(lengths))
     torch.manual_seed(opts.seed)
-    overrides = [f"model.dim={opts.dim or load_config(v.preset).model.dim}", "model.dropout=0.0"]
-    if v.window_is_history:
+    overrides = [f"model.dim={opts.dim or load_config(preset).model.dim}", "model.dropout=0.0"]
+    if mode == StreamMode.WINDOW:
         overrides.append(f"model.max_len={max(lengths)}")  # every user's whole history fits the window
-    cfg = load_config(v.preset, overrides)
+    cfg = load_config(preset, overrides)
     model = build_model(opts.items, cfg.model, cfg.train).eval()
-    corpus = synthetic_corpus(lengths, opts.items, opts.seed)
+    g = np.random.default_rng(opts.seed)  # a user per L, named `L<L>`, with L random events
+    hists = [g.integers(1, opts.items + 1, n) for n in lengths]
+    corpus = Corpus.from_seqs(hists, opts.items, user_ids=[f"L{n}" for n in lengths])
     token = mask_token(model, cfg.train)
-    rec = Recommender(model, corpus, open_store(store_dir / f"{name}.db"), f"bench {name}", token, name, mode=v.mode)
+    rec = Recommender(model, corpus, open_store(store_dir / f"{name}.db"), f"bench {name}", token, name, mode=mode)
     new = np.random.default_rng(opts.seed + 1).integers(1, opts.items + 1, opts.warmup + opts.reps).tolist()
     try:
         rec.prefill_from_corpus(users_per_batch=1)  # alone: a KV cache batched with longer rows keeps pads
-        times = {"observe": _interleaved({n: partial(_observe, rec, f"L{n}") for n in lengths}, new, opts)}
+        observe = {n: partial(rec.observe, f"L{n}") for n in lengths}
+        times = {"observe": _interleaved(observe, [str(i) for i in new], opts)}
         records = rec.store.get([f"L{n}" for n in lengths])
     finally:
         rec.close()
-    streamer = STREAMERS[v.mode](model, token)
+    streamer = STREAMERS[mode](model, token)
     with torch.inference_mode():
         states = {n: streamer.from_history([corpus.seq(u).astype("int64").tolist()]) for u, n in enumerate(lengths)}
-        times["step"] = _interleaved({n: partial(_step, streamer, states, n) for n in lengths}, new, opts)
-    common = {"variant": name, "preset": v.preset, "mixer": cfg.model.mixer, "path": rec.mode.value,
+
+        def step(n: int, item: int) -> None:
+            states[n] = streamer.extend(states[n], [[item]])
+
+        times["step"] = _interleaved({n: partial(step, n) for n in lengths}, new, opts)
+    common = {"variant": name, "preset": preset, "mixer": cfg.model.mixer, "path": rec.mode.value,
               "device": device_name(torch.device("cpu")), "threads": torch.get_num_threads()}
     rows = []
     for n in lengths:
@@ -147,7 +135,8 @@ def run_stream_latency(
     opts: Options | None = None,
     out_dir: Path | str | None = Path("runs/bench/stream-latency"),
 ) -> list[dict[str, Any]]:
-    """Measure every (variant, L), add ratios to the smallest L, write stream-latency.csv (+ .png) in out_dir."""
+    """Measure every (variant, L), add ratios to the smallest L, write stream-latency.csv and .png (log-log median
+    µs against L, observe() and the step alone side by side) in out_dir."""
     opts = opts or Options()
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -165,21 +154,12 @@ def run_stream_latency(
         for path in ("observe", "step"):
             r[f"{path}_ratio"] = r[f"{path}_p50_us"] / first[f"{path}_p50_us"]
     if out_dir is not None:
-        write_outputs(rows, Path(out_dir))
+        write_csv(Path(out_dir) / "stream-latency.csv", rows, COLUMNS)
+        y = "median µs per event"
+        loglog_by_variant(Path(out_dir) / "stream-latency.png", rows, ("L", "history length L"),
+                          [("observe_p50_us", y, "observe()"), ("step_p50_us", y, "model step only")],
+                          f"per-event update latency, {rows[0]['device']}, {rows[0]['threads']} thread(s)")
     return rows
-
-
-def write_outputs(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """stream-latency.csv, and stream-latency.png (log-log median µs vs L, observe() and step side by side) when
-    matplotlib is installed."""
-    paths = [write_csv(out_dir / "stream-latency.csv", rows, COLUMNS)]
-    title = f"per-event update latency, {rows[0]['device']}, {rows[0]['threads']} thread(s)"
-    y = "median µs per event"
-    panels = [("observe_p50_us", y, "observe()"), ("step_p50_us", y, "model step only")]
-    png = loglog_by_variant(out_dir / "stream-latency.png", rows, ("L", "history length L"), panels, title)
-    if png is None:
-        print("stream-latency: matplotlib not installed, no PNG (pip install 'longrec[plot]')", file=sys.stderr)
-    return paths if png is None else [*paths, png]
 
 
 TABLE = {  # column: (header, format)
@@ -198,18 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help=f"any of: {', '.join(VARIANTS)}")
     p.add_argument("--lengths", type=positive_int, nargs="+", default=list(DEFAULT_LENGTHS), help="history lengths L")
-    p.add_argument("--reps", type=positive_int, default=Options.reps, help="timed events per cell (median and p90)")
-    p.add_argument("--warmup", type=non_negative_int, default=Options.warmup, help="untimed events before them")
-    p.add_argument("--dim", type=non_negative_int, default=0, help="model width (0: the preset's)")
-    p.add_argument("--items", type=positive_int, default=Options.items, help="catalogue size")
-    p.add_argument("--time-limit", type=positive_float, default=Options.time_limit_s, help="seconds per cell and path")
+    add_options(p, Options)
     p.add_argument("--threads", type=thread_count, default=1, help="torch intra-op threads")
     p.add_argument("--out", type=Path, default=Path("runs/bench/stream-latency"), help="directory for CSV and PNG")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    opts = Options(args.reps, args.warmup, args.dim, args.items, args.time_limit)
     try:
-        rows = run_stream_latency(args.variants, args.lengths, opts, args.out)
+        rows = run_stream_latency(args.variants, args.lengths, options(Options, args), args.out)
     except LongrecError as e:
         p.error(str(e))
     print(

@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from longrec.argtypes import non_negative_int, positive_int
+from longrec.argtypes import positive_int
+from longrec.bench import harness
 from longrec.config import load_config
 from longrec.data.corpus import Corpus
 from longrec.errors import ConfigError, LongrecError
-from longrec.metrics import BUCKETS, by_length, metrics_from_ranks, ndcg_per_row, paired_bootstrap
+from longrec.metrics import by_length, metrics_from_ranks, ndcg_per_row, paired_bootstrap
 from longrec.plots import pyplot, save
 from longrec.scoring import EncoderScorer
 from longrec.train.evaluate import evaluate, protocol
@@ -62,8 +63,14 @@ def parse_window(text: str) -> str | int:
     return int(text)
 
 
-def sweep(runs: list[Path], windows: list[str | int], split: str, long: int, batch: int,
-          mask_history: bool | None) -> list[dict[str, Any]]:
+def parse_ref(text: str) -> tuple[int, str]:
+    idx, _, win = text.partition(":")
+    if not idx.isdigit() or not win:
+        raise argparse.ArgumentTypeError(f"must look like 0:200 or 0:own, got {text!r}")
+    return int(idx), win
+
+
+def sweep(runs: list[Path], windows: list[str | int], split: str, long: int, batch: int) -> list[dict[str, Any]]:
     """One cell per (run, window): metrics, per-user NDCG@10 and seconds; raises when the runs' users differ."""
     cells: list[dict[str, Any]] = []
     users_key: tuple[list[str], list[int]] | None = None
@@ -76,8 +83,7 @@ def sweep(runs: list[Path], windows: list[str | int], split: str, long: int, bat
         if users_key is None:  # the same rows in every run (checked above): computed once
             repeat = repeats(splits.corpus, rows.users, rows.ends)
         users_key = key
-        ecfg = dataclasses.replace(cfg.eval, batch_size=batch, sampled="none",
-                                   mask_history=cfg.eval.mask_history if mask_history is None else mask_history)
+        ecfg = dataclasses.replace(cfg.eval, batch_size=batch, sampled="none")  # the run's own history masking
         device = next(scorer.model.parameters()).device if isinstance(scorer, EncoderScorer) else torch.device("cpu")
         full = int(rows.ends.max())
         learned = isinstance(scorer, EncoderScorer) and scorer.model.pos_emb is not None
@@ -123,39 +129,37 @@ def add_cis(cells: list[dict[str, Any]], ref: tuple[int, str], seed: int = 0) ->
 
 
 def markdown(cells: list[dict[str, Any]], ref: dict[str, Any], long: int) -> str:
-    """The sweep table: one row per cell, the CI columns against the reference."""
-    lo_hi = [f"{a + 1}-{b}" for a, b in zip((0, *BUCKETS), BUCKETS, strict=False)]
-    head = (f"| run (trained N) | eval N | NDCG@10 | Recall@10 | NDCG@10, users ≥ {long} ({ref['long_users']}) | "
-            f"Δ NDCG@10 vs ref [95% CI] | Δ on users ≥ {long} [95% CI] | s / 1k users |")
-    lines = [head, "|" + "---|" * 8]
-    for c in cells:
-        a, lg = c["ci_all"], c["ci_long"]
-        mark = " (pos clamped)" if c["pos_clamped"] else ""
-        lines.append(
-            f"| {c['name']} ({c['trained_n']}) | {c['window']}={c['n']}{mark} | {c['metrics']['ndcg@10']:.4f} | "
-            f"{c['metrics']['recall@10']:.4f} | {c['long'].get('ndcg@10', float('nan')):.4f} | "
-            f"{a['diff']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}] | {lg['diff']:+.4f} [{lg['lo']:+.4f}, {lg['hi']:+.4f}] "
-            f"| {c['sec_per_1k_users']:.2f} |")
-    buckets = [b for b in [*lo_hi, f">{BUCKETS[-1]}"] if any(b in c["by_length"] for c in cells)]
-    lines += ["", "NDCG@10 by history length (users):", "",
-              "| run (trained N) | eval N | " + " | ".join(
-                  f"{b} ({cells[0]['by_length'].get(b, {}).get('users', 0)})" for b in buckets) + " |",
-              "|" + "---|" * (2 + len(buckets))]
-    for c in cells:
-        vals = " | ".join(f"{c['by_length'][b]['ndcg@10']:.4f}" if b in c["by_length"] else "" for b in buckets)
-        lines.append(f"| {c['name']} ({c['trained_n']}) | {c['n']} | {vals} |")
-    if cells[0]["repeat_users"]:
-        head = f"By target: {cells[0]['repeat_users']} of {cells[0]['users']} targets repeat an earlier item"
-        lines += ["", head + " of the user (NDCG@10 / Recall@10):", "",
-                  "| run (trained N) | eval N | repeated targets | new targets |", "|---|---|---|---|"]
-        for c in cells:
-            r, nw = c["repeat"], c["new"]
-            lines.append(f"| {c['name']} ({c['trained_n']}) | {c['n']} | {r.get('ndcg@10', float('nan')):.4f} / "
-                         f"{r.get('recall@10', float('nan')):.4f} | {nw.get('ndcg@10', float('nan')):.4f} / "
-                         f"{nw.get('recall@10', float('nan')):.4f} |")
-    lines += ["", f"Reference: {ref['name']} at N = {ref['n']}; protocol: {cells[0]['protocol']}; "
-              f"{cells[0]['users']} users; paired bootstrap over users, 2,000 resamples."]
-    return "\n".join(lines)
+    """The sweep's tables, a row per cell: accuracy with the paired CIs against the reference; NDCG@10 by history
+    length (the same users in every cell); NDCG@10 / Recall@10 on repeated and on new targets."""
+    nan, c0, f4 = float("nan"), cells[0], ".4f"
+
+    def ci(d: dict[str, float]) -> str:
+        return f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+
+    def both(m: dict[str, float]) -> str:
+        return f"{m.get('ndcg@10', nan):.4f} / {m.get('recall@10', nan):.4f}"
+
+    runs = [(f"{c['name']} ({c['trained_n']})", c) for c in cells]
+    main = [{"run": r, "N": f"{c['window']}={c['n']}" + (" (pos clamped)" if c["pos_clamped"] else ""),
+             "ndcg": c["metrics"]["ndcg@10"], "recall": c["metrics"]["recall@10"],
+             "long": c["long"].get("ndcg@10", nan), "ci": ci(c["ci_all"]), "ci_long": ci(c["ci_long"]),
+             "sec": c["sec_per_1k_users"]} for r, c in runs]
+    head = ["run (trained N)", "eval N", "NDCG@10", "Recall@10", f"NDCG@10, users ≥ {long} ({ref['long_users']})",
+            "Δ NDCG@10 vs ref [95% CI]", f"Δ on users ≥ {long} [95% CI]", "s / 1k users"]
+    out = [harness.markdown(main, list(main[0]), head, {"ndcg": f4, "recall": f4, "long": f4, "sec": ".2f"})]
+    buckets = list(c0["by_length"])
+    by = [{"run": r, "N": c["n"], **{b: c["by_length"][b]["ndcg@10"] for b in buckets}} for r, c in runs]
+    head = ["run (trained N)", "eval N", *(f"{b} ({c0['by_length'][b]['users']})" for b in buckets)]
+    out += ["", "NDCG@10 by history length (users):", "",
+            harness.markdown(by, list(by[0]), head, dict.fromkeys(buckets, f4))]
+    if c0["repeat_users"]:
+        rep = [{"run": r, "N": c["n"], "repeat": both(c["repeat"]), "new": both(c["new"])} for r, c in runs]
+        out += ["", f"By target: {c0['repeat_users']} of {c0['users']} targets repeat an earlier item of the user "
+                "(NDCG@10 / Recall@10):", "",
+                harness.markdown(rep, list(rep[0]), ["run (trained N)", "eval N", "repeated targets", "new targets"])]
+    out += ["", f"Reference: {ref['name']} at N = {ref['n']}; protocol: {c0['protocol']}; {c0['users']} users; "
+            "paired bootstrap over users, 2,000 resamples."]
+    return "\n".join(out)
 
 
 def plot(cells: list[dict[str, Any]], out: Path, long: int) -> Path | None:
@@ -195,30 +199,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs-root", type=Path, default=Path("runs/sweep"), help="where --train writes its runs")
     p.add_argument("--windows", type=parse_window, nargs="+", default=["own", 50, 200, 800, "full"],
                    help="evaluation windows: integers, 'own' (the run's max_len) and 'full' (every event)")
-    p.add_argument("--ref", default="0:own", help="reference cell RUN_INDEX:WINDOW (default 0:own)")
+    p.add_argument("--ref", type=parse_ref, default=(0, "own"), help="reference cell RUN_INDEX:WINDOW (default 0:own)")
     p.add_argument("--split", choices=["test", "valid"], default="test")
-    p.add_argument("--long", type=non_negative_int, default=300,
+    p.add_argument("--long", type=positive_int, default=300,
                    help="the long-history group: users with >= LONG events")
     p.add_argument("--batch-size", type=positive_int, default=64,
                    help="evaluation batch (long windows need small ones)")
-    p.add_argument("--mask-history", choices=["run", "yes", "no"], default="run",
-                   help="history masking: each run's eval.mask_history (run), or forced")
     p.add_argument("--out", type=Path, default=Path("runs/bench/window-sweep"), help="directory for the outputs")
     args = p.parse_args(argv)
-    idx, _, win = args.ref.partition(":")
-    if not idx.isdigit() or not win:
-        p.error(f"--ref must look like 0:200 or 0:own, got {args.ref!r}")
-    if args.long < 1 or args.batch_size < 1:
-        p.error("--long and --batch-size must be positive")
     try:
         runs = list(args.runs)
         if args.train:
             runs += train_windows(args.train, args.train_windows, args.runs_root, args.override)
         if not runs:
             p.error("give run directories, or --train CONFIG")
-        forced = None if args.mask_history == "run" else args.mask_history == "yes"
-        cells = sweep(runs, args.windows, args.split, args.long, args.batch_size, forced)
-        ref = add_cis(cells, (int(idx), win))
+        cells = sweep(runs, args.windows, args.split, args.long, args.batch_size)
+        ref = add_cis(cells, args.ref)
     except LongrecError as e:
         p.error(str(e))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ from typing import IO
 
 import numpy as np
 
-from longrec.data.readers_columns import file_lines, integer
+from longrec.data.readers import integer
+from longrec.data.readers_columns import file_lines
 from longrec.errors import DataError
 
 

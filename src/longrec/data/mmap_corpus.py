@@ -26,7 +26,8 @@ import numpy as np
 from longrec.data.corpus import Corpus
 from longrec.data.datasets import cache_dir, resolve, sha256_of
 from longrec.data.prepare import build_corpus
-from longrec.data.readers import Columns, check_columns, detect_format, read_header, read_log
+from longrec.data.readers import Columns, detect_format, read_log
+from longrec.data.readers_tables import check_columns, read_header
 from longrec.errors import DataError
 
 STREAMED = ("csv", "tsv", "parquet")

@@ -1,8 +1,9 @@
-"""Readers: raw interaction logs of every supported format -> RawLog (user, item, optional time) arrays."""
+"""Readers: raw interaction logs of every supported format -> RawLog (user, item, optional time) arrays. Here: the
+registry (read_log), format detection, text opening and the plain-text formats; the others in readers_tables
+(header-named columns), readers_columns (columns by position) and readers_archives (inside downloaded archives)."""
 
 from __future__ import annotations
 
-import csv
 import gzip
 import importlib
 import io
@@ -61,7 +62,7 @@ def open_text(path: Path, encoding: str = "utf-8") -> TextIO:
     return open(path, encoding=encoding, newline="")
 
 
-def _bad_line(path: Path, encoding: str) -> int:
+def bad_line(path: Path, encoding: str) -> int:
     """1-based number of the first line that does not decode. Text files decode in 8 KiB blocks, so the
     line being read when the error is raised can be hundreds of lines before the bad byte."""
     lineno = 0
@@ -74,7 +75,7 @@ def _bad_line(path: Path, encoding: str) -> int:
     return lineno + 1
 
 
-def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+def text_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """(1-based line number, line without newline); decoding and gzip errors name the file."""
     try:
         with open_text(path, encoding) as f:
@@ -83,7 +84,7 @@ def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read ({e})") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{_bad_line(path, encoding)}: not valid {encoding} text ({e.reason})") from None
+        raise DataError(f"{path}:{bad_line(path, encoding)}: not valid {encoding} text ({e.reason})") from None
 
 
 def detect_format(path: Path) -> str:
@@ -95,7 +96,7 @@ def detect_format(path: Path) -> str:
         if name.endswith(ext):
             return fmt
     widths: list[int] = []
-    for lineno, line in _lines(path):
+    for lineno, line in text_lines(path):
         if line.strip():
             widths.append(len(line.split()))
         if lineno >= 200:
@@ -109,65 +110,67 @@ def detect_format(path: Path) -> str:
     return "pairs" if widths.count(2) >= 0.9 * len(widths) else "lines"
 
 
-def _int(token: str, path: Path, lineno: int, field: str) -> int:
+def integer(token: str, where: str | Path, lineno: int, field: str) -> int:
     try:
         return int(token)
     except ValueError:
-        raise DataError(f"{path}:{lineno}: field '{field}' must be an integer id, got {token!r}") from None
+        raise DataError(f"{where}:{lineno}: field '{field}' must be an integer, got {token!r}") from None
 
 
-def _time(token: str, path: Path, lineno: int, field: str) -> float:
-    """Seconds since the epoch; an ISO date without a zone is read as UTC, so results do not depend on $TZ."""
+def iso_seconds(token: str) -> float | None:
+    """Seconds since the epoch of an ISO date, None when token is not one; a date without a zone is read as UTC,
+    so results do not depend on $TZ."""
     try:
-        t = float(token)
+        dt = datetime.fromisoformat(token)
     except ValueError:
-        try:
-            dt = datetime.fromisoformat(token)
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: field '{field}' must be a number or ISO date, got {token!r}") from None
-        t = (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def parse_time(token: str, path: Path, lineno: int, field: str) -> float:
+    """Seconds since the epoch: a number, or an ISO date (iso_seconds)."""
+    try:
+        t: float | None = float(token)
+    except ValueError:
+        t = iso_seconds(token)
+    if t is None:
+        raise DataError(f"{path}:{lineno}: field '{field}' must be a number or ISO date, got {token!r}")
     if not math.isfinite(t):
         raise DataError(f"{path}:{lineno}: field '{field}' must be a finite number, got {token!r}")
     return t
 
 
-def _finish(path: Path, users: list, items: list, times: list[float] | None) -> RawLog:
+def raw_log(path: Path, users: list, items: list, times: list[float] | None) -> RawLog:
     if not users:
         raise DataError(f"{path}: no interactions found (empty file?)")
     u, i = np.asarray(users), np.asarray(items)
     return RawLog(u, i, None if times is None else np.asarray(times, dtype=np.float64))
 
 
-def read_pairs(path: Path) -> RawLog:
-    """SASRec style: one `user item` line per interaction, integer ids, lines in time order."""
+def _id_lines(path: Path, widths: range, expected: str) -> RawLog:
+    """`user item1 item2 ...` lines of integer ids with a number of fields in `widths` (empty lines skipped)."""
     users: list[int] = []
     items: list[int] = []
-    for lineno, line in _lines(path):
+    for lineno, line in text_lines(path):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 2:
-            raise DataError(f"{path}:{lineno}: expected 2 fields 'user item', got {len(parts)}: {line[:80]!r}")
-        users.append(_int(parts[0], path, lineno, "user"))
-        items.append(_int(parts[1], path, lineno, "item"))
-    return _finish(path, users, items, None)
+        if len(parts) not in widths:
+            raise DataError(f"{path}:{lineno}: expected {expected}, got {len(parts)}: {line[:80]!r}")
+        u = integer(parts[0], path, lineno, "user")
+        items.extend(integer(tok, path, lineno, "item") for tok in parts[1:])
+        users.extend([u] * (len(parts) - 1))
+    return raw_log(path, users, items, None)
+
+
+def read_pairs(path: Path) -> RawLog:
+    """SASRec style: one `user item` line per interaction, integer ids, lines in time order."""
+    return _id_lines(path, range(2, 3), "2 fields 'user item'")
 
 
 def read_lines(path: Path) -> RawLog:
     """S3-Rec style: one `user item1 item2 ...` line per user, integer ids, items in time order."""
-    users: list[int] = []
-    items: list[int] = []
-    for lineno, line in _lines(path):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) < 2:
-            raise DataError(f"{path}:{lineno}: expected 'user item1 item2 ...', got only {line[:80]!r}")
-        u = _int(parts[0], path, lineno, "user")
-        for tok in parts[1:]:
-            items.append(_int(tok, path, lineno, "item"))
-        users.extend([u] * (len(parts) - 1))
-    return _finish(path, users, items, None)
+    return _id_lines(path, range(2, 2**62), "'user item1 item2 ...' (2 or more fields)")
 
 
 def read_grouplens(path: Path) -> RawLog:
@@ -175,146 +178,16 @@ def read_grouplens(path: Path) -> RawLog:
     users: list[int] = []
     items: list[int] = []
     times: list[float] = []
-    for lineno, line in _lines(path, encoding="latin-1"):
+    for lineno, line in text_lines(path, encoding="latin-1"):
         if not line.strip():
             continue
         parts = line.split("::")
         if len(parts) != 4:
             raise DataError(f"{path}:{lineno}: expected 'user::item::rating::timestamp', got {line[:80]!r}")
-        users.append(_int(parts[0], path, lineno, "user"))
-        items.append(_int(parts[1], path, lineno, "item"))
-        times.append(_time(parts[3], path, lineno, "timestamp"))
-    return _finish(path, users, items, times)
-
-
-def read_recbole(path: Path, cols: Columns) -> RawLog:
-    """RecBole atomic .inter file: a `name:type` tab-separated header, then one row per interaction."""
-    rows = _lines(path)
-    header = next((line for _, line in rows), None)
-    if header is None:
-        raise DataError(f"{path}: empty file")
-    fields = [h.split(":")[0] for h in header.split("\t")]
-    types = [h.split(":")[1] if ":" in h else "" for h in header.split("\t")]
-    user_col = cols.user if cols.user != "user" else "user_id"
-    item_col = cols.item if cols.item != "item" else "item_id"
-    time_col = cols.time or ("timestamp" if "timestamp" in fields else "")
-    for name in (user_col, item_col, time_col):
-        if name and name not in fields:
-            raise DataError(f"{path}:1: header has no field '{name}' (fields: {', '.join(fields)})")
-        if fields.count(name) > 1:
-            raise DataError(f"{path}:1: field '{name}' appears {fields.count(name)} times in the header")
-    iu, ii = fields.index(user_col), fields.index(item_col)
-    it = fields.index(time_col) if time_col else -1
-    if it >= 0 and types[it] != "float":
-        raise DataError(f"{path}:1: field '{time_col}' must be declared float, got '{types[it]}'")
-    users: list[str] = []
-    items: list[str] = []
-    times: list[float] | None = [] if it >= 0 else None
-    for lineno, line in rows:
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != len(fields):
-            raise DataError(f"{path}:{lineno}: expected {len(fields)} tab-separated fields, got {len(parts)}")
-        if not parts[iu] or not parts[ii]:
-            raise DataError(f"{path}:{lineno}: empty '{user_col}' or '{item_col}' field")
-        users.append(parts[iu])
-        items.append(parts[ii])
-        if times is not None:
-            times.append(_time(parts[it], path, lineno, time_col))
-    return _finish(path, users, items, times)
-
-
-def read_delimited(path: Path, cols: Columns, sep: str) -> RawLog:
-    """CSV/TSV with a header row; ids are tokens (strings), the time column a number or ISO date."""
-    def rows() -> Iterator[list[str]]:
-        with open_text(path) as f:
-            yield from csv.reader(f, delimiter=sep)
-
-    it = iter(_guard(path, rows()))
-    header = next(it, None)
-    if header is None:
-        raise DataError(f"{path}: empty file")
-    check_columns(path, header, cols)
-    iu, ii = header.index(cols.user), header.index(cols.item)
-    itime = header.index(cols.time) if cols.time else -1
-    users: list[str] = []
-    items: list[str] = []
-    times: list[float] | None = [] if cols.time else None
-    for lineno, row in enumerate(it, 2):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataError(f"{path}:{lineno}: expected {len(header)} fields, got {len(row)}")
-        if not row[iu] or not row[ii]:
-            raise DataError(f"{path}:{lineno}: empty '{cols.user}' or '{cols.item}' field")
-        users.append(row[iu])
-        items.append(row[ii])
-        if times is not None:
-            times.append(_time(row[itime], path, lineno, cols.time))
-    return _finish(path, users, items, times)
-
-
-def check_columns(path: Path, header: list[str], cols: Columns) -> None:
-    """The header of a csv/tsv log holds the user, item and (if named) time columns, each once."""
-    for c in (cols.user, cols.item, cols.time):
-        if c and c not in header:
-            raise DataError(f"{path}:1: missing column '{c}' (columns: {', '.join(header)})")
-        if c and header.count(c) > 1:
-            raise DataError(f"{path}:1: column '{c}' appears {header.count(c)} times in the header")
-
-
-def read_header(path: Path, sep: str) -> list[str]:
-    """The first row of a csv/tsv log (a BOM dropped, a binary file refused by name)."""
-    def rows() -> Iterator[list[str]]:
-        with open_text(path) as f:
-            yield from csv.reader(f, delimiter=sep)
-
-    header = next(iter(_guard(path, rows())), None)
-    if header is None:
-        raise DataError(f"{path}: empty file")
-    return header
-
-
-def _guard(path: Path, rows: Iterator[list[str]]) -> Iterator[list[str]]:
-    try:
-        yield from rows
-    except (OSError, EOFError, zlib.error, csv.Error) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{_bad_line(path, 'utf-8')}: not valid utf-8 text ({e.reason})") from None
-
-
-def read_parquet(path: Path, cols: Columns) -> RawLog:
-    """Parquet log (needs pyarrow); ids are read as strings."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'longrec[parquet]')") from None
-    try:
-        schema = pq.read_schema(path)
-        names = [c for c in (cols.user, cols.item, cols.time) if c]
-        for c in names:
-            if c not in schema.names:
-                raise DataError(f"{path}: missing column '{c}' (columns: {', '.join(schema.names)})")
-        table = pq.read_table(path, columns=names)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read Parquet ({e})") from None
-    if table.num_rows == 0:
-        raise DataError(f"{path}: no interactions found (empty table)")
-    for c in names:
-        if table.column(c).null_count:
-            row = int(np.flatnonzero(table.column(c).is_null().to_numpy())[0])
-            raise DataError(f"{path}: column '{c}' has a missing value at row {row + 1}")
-    users = np.asarray(table.column(cols.user).cast("string").to_pylist())
-    items = np.asarray(table.column(cols.item).cast("string").to_pylist())
-    times = None
-    if cols.time:
-        try:
-            times = np.asarray(table.column(cols.time).cast("float64").to_pylist(), dtype=np.float64)
-        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for casts
-            raise DataError(f"{path}: column '{cols.time}' is not numeric ({e})") from None
-    return RawLog(users, items, times)
+        users.append(integer(parts[0], path, lineno, "user"))
+        items.append(integer(parts[1], path, lineno, "item"))
+        times.append(parse_time(parts[3], path, lineno, "timestamp"))
+    return raw_log(path, users, items, times)
 
 
 def _sibling(module: str, name: str) -> Callable[[Path, Columns], RawLog]:
@@ -326,10 +199,10 @@ READERS: dict[str, Callable[[Path, Columns], RawLog]] = {
     "pairs": lambda p, c: read_pairs(p),
     "lines": lambda p, c: read_lines(p),
     "grouplens": lambda p, c: read_grouplens(p),
-    "recbole": read_recbole,
-    "csv": lambda p, c: read_delimited(p, c, ","),
-    "tsv": lambda p, c: read_delimited(p, c, "\t"),
-    "parquet": read_parquet,
+    "recbole": _sibling("readers_tables", "read_recbole"),
+    "csv": _sibling("readers_tables", "read_csv"),
+    "tsv": _sibling("readers_tables", "read_tsv"),
+    "parquet": _sibling("readers_tables", "read_parquet"),
     "user-problem-skill-correct": _sibling("readers_columns", "read_user_problem_skill_correct"),
     "gowalla-tsv": _sibling("readers_columns", "read_gowalla_tsv"),
     "user-item-minute": _sibling("readers_columns", "read_user_item_minute"),

@@ -6,14 +6,13 @@ import fnmatch
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 import numpy as np
 
-from longrec.data.readers import Columns, RawLog
-from longrec.data.readers_columns import READ_ERRORS, IntLog, file_lines, integer, numbered, seconds
+from longrec.data.readers import Columns, RawLog, integer, iso_seconds
+from longrec.data.readers_columns import READ_ERRORS, IntLog, file_lines, numbered, seconds
 from longrec.errors import DataError
 
 
@@ -124,11 +123,10 @@ def read_kuairand(path: Path, cols: Columns) -> RawLog:
 
 
 def _iso(token: str, where: str, lineno: int) -> float:
-    try:
-        dt = datetime.fromisoformat(token)
-    except ValueError:
-        raise DataError(f"{where}:{lineno}: field 'timestamp' must be an ISO date, got {token!r}") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    t = iso_seconds(token)
+    if t is None:
+        raise DataError(f"{where}:{lineno}: field 'timestamp' must be an ISO date, got {token!r}")
+    return t
 
 
 def read_lastfm_1k(path: Path, cols: Columns) -> RawLog:

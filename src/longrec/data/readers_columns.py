@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from longrec.data.readers import Columns, RawLog, refuse_binary
+from longrec.data.readers import Columns, RawLog, integer, refuse_binary
 from longrec.errors import DataError
 
 # what a broken stream raises while it is read: gzip and zlib for .gz, tarfile and zipfile for archives
@@ -45,13 +45,6 @@ def file_lines(path: Path) -> Iterator[tuple[int, str]]:
         if path.suffix != ".gz":
             refuse_binary(path, f.peek(4)[:4])
         yield from numbered(f, str(path))
-
-
-def integer(token: str, where: str, lineno: int, field: str) -> int:
-    try:
-        return int(token)
-    except ValueError:
-        raise DataError(f"{where}:{lineno}: field '{field}' must be an integer, got {token!r}") from None
 
 
 def seconds(token: str, where: str, lineno: int, field: str, scale: float = 1.0) -> float:

@@ -23,6 +23,7 @@ from longrec.model.encoder import SeqEncoder, describe
 from longrec.objectives import build_model, get_objective, mask_token
 from longrec.scoring import EncoderScorer
 from longrec.train.baseline import fit_baseline
+from longrec.train.batch_loss import batch_loss
 from longrec.train.checkpoint import (
     load_model_weights,
     load_optimizer,
@@ -34,7 +35,6 @@ from longrec.train.checkpoint import (
 from longrec.train.distributed import SINGLE, Dist, agree, barrier, mean_over_ranks, session, shard
 from longrec.train.evaluate import check_data, evaluate
 from longrec.train.losses import LossFn, make_loss
-from longrec.train.objective import batch_loss
 from longrec.train.results import Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
 from longrec.train.runfiles import read_run_json, same_item_ids

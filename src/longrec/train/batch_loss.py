@@ -9,9 +9,7 @@ from torch import Tensor, nn
 from longrec.data.loader import Batch
 from longrec.losses import repeat_ce
 from longrec.model.repeat import RepeatHead
-from longrec.train.losses import LossFn, make_loss
-
-__all__ = ["LossFn", "batch_loss", "make_loss"]  # make_loss also from here, its home before train.losses
+from longrec.train.losses import LossFn
 
 
 def batch_loss(net: nn.Module, table: Tensor, b: Batch, loss: LossFn, gen: torch.Generator | None,
