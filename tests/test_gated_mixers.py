@@ -140,9 +140,9 @@ def test_gated_delta_without_conv_streams_and_ignores_pads() -> None:
 @pytest.mark.parametrize(("name", "args"), [("retention", {}), ("gla", {}), ("gated_delta", {})])
 def test_loop_backend_gives_the_same_layer_and_bad_options_are_config_errors(name: str, args: dict) -> None:
     x, mask = window([5, 3], 5)
-    for loop in ("loop", "naive"):  # naive: the loop's old name, still accepted from saved configs
+    for loop in ("loop", "naive", "script"):  # naive: the loop's old name, still accepted from saved configs
         torch.testing.assert_close(make(name, 2, {**args, "backend": loop})(x, mask), make(name, 2, args)(x, mask))
-    with pytest.raises(ConfigError, match="must be one of chunked, loop, got 'fla'"):
+    with pytest.raises(ConfigError, match="must be one of chunked, loop, script, got 'fla'"):
         make(name, 2, {"backend": "fla"})
     with pytest.raises(ConfigError, match="split evenly into 5 heads"):
         make(name, 5, {})

@@ -198,5 +198,5 @@ def test_backends_of_the_mixer_agree_and_auto_picks_by_batch() -> None:
     for other in outs[1:]:
         for got, ref in zip(other, outs[0], strict=True):
             torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ConfigError, match="backend must be auto, scan or loop"):
+    with pytest.raises(ConfigError, match="backend must be auto, scan, loop or script"):
         lru(8, {"backend": "fast"})

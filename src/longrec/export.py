@@ -2,15 +2,22 @@
 models, the step function (state in -> h, state out); each is checked against torch with onnxruntime.
 
 Scores are h @ item_table.T (item_table.npy, row 0 PAD): the encoder returns h, not [B, I] scores, so that a
-caller can score the catalogue in chunks or with an ANN index, as longrec's own scorer does.
+caller can score the catalogue in chunks or with an ANN index, as longrec's own scorer does. The time channel adds
+a times input to both graphs, the repeat head the encoder outputs repeat_item and repeat_bias. The graphs are
+traced with the TorchScript exporter (torch's dynamo exporter needs onnxscript), from a twin of the model built
+with its mixer's `export_args`: the recurrent ops' script backend, whose loop stays one ONNX Loop over positions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import os
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +25,108 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from longrec.errors import CheckpointError, LongrecError
+from longrec.config import ExperimentConfig
+from longrec.errors import LongrecError
 from longrec.model.encoder import SeqEncoder
+from longrec.objectives import build_model
 from longrec.train.checkpoint import atomic_write, write_json
 from longrec.train.run import load_run
 
 OPSET = 17
 TOL = 1e-4  # max abs difference allowed between onnxruntime and torch
+T0 = 1.79e9  # the random histories' first timestamp (seconds, 2026): float64 gaps must survive its scale
+
+ENCODER_INPUTS = {"items": "[B,N] int64, left-padded, 0 = PAD", "mask": "[B,N] bool",
+                  "times": "[B,N] float64 seconds (model.time=gap); pads are ignored"}
+ENCODER_OUTPUTS = {"h": "[B,D] float32 at the newest position",
+                   "repeat_item": "[B,N] int64: the window items that get the repeat head's bonus, 0 = none",
+                   "repeat_bias": "[B,N] float32: their bonus"}
+REPEAT_SCORES = ", plus repeat_bias[b, j] added to column repeat_item[b, j] wherever repeat_item[b, j] > 0"
+STEP_REPEAT = "; step's h has no repeat bonus (it needs the window: score with encoder.onnx)"
 
 
 class _Encoder(nn.Module):
+    """The window encoder: items [B,N] int64 left-padded, mask [B,N] bool (and times [B,N] float64 seconds with the
+    time channel) -> h [B,D] at the newest position (and with a repeat head its bonus for the window's items:
+    repeat_item [B,N] int64, 0 = none, and repeat_bias [B,N])."""
+
     def __init__(self, model: SeqEncoder) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, items: Tensor, mask: Tensor) -> Tensor:
-        """items [B,N] int64 left-padded, mask [B,N] bool -> h [B,D] at the newest position."""
-        return self.model(items, mask)[:, -1]
+    def forward(self, items: Tensor, mask: Tensor, *times: Tensor) -> tuple[Tensor, ...]:
+        t = times[0] if times else None
+        h = self.model(items, mask, t)[:, -1]  # (B, D)
+        if self.model.repeat is None:
+            return (h,)
+        slots = self.model.repeat.last(items, mask, h, t)  # item, bias [B, 1, N]
+        return h, slots.item[:, 0], slots.bias[:, 0]
 
 
 class _Step(nn.Module):
+    """items [B] int64 (and times [B] float64 with the time channel), state tensors in `names` order -> (h [B,D],
+    new state tensors in the same order)."""
+
     def __init__(self, model: SeqEncoder, names: list[str]) -> None:
         super().__init__()
         self.model, self.names = model, names
 
-    def forward(self, items: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        """items [B] int64, state tensors in `names` order -> (h [B,D], new state tensors in the same order)."""
-        h, new = self.model.step(dict(zip(self.names, state, strict=True)), items)
+    def forward(self, items: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
+        times, state = (rest[0], rest[1:]) if self.model.uses_time else (None, rest)
+        h, new = self.model.step(dict(zip(self.names, state, strict=True)), items, times)
         return (h, *(new[k] for k in self.names))
 
 
-def _windows(num_items: int, batch: int, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Random left-padded histories: items [B,n], mask [B,n], lengths 1..n (one row full, one of length 1)."""
+def _windows(model: SeqEncoder, batch: int, n: int, gen: torch.Generator) -> tuple[Tensor, ...]:
+    """Random left-padded histories: items [B,n], mask [B,n] with lengths 1..n (one row full, one of length 1), and
+    times [B,n] (increasing seconds, gaps over every bucket) when the model reads them. Half the items come from a
+    handful, so that a repeat head sees repeats."""
     lengths = torch.randint(1, n + 1, (batch,), generator=gen)
     lengths[0], lengths[-1] = n, 1
     mask = torch.arange(n)[None, :] >= (n - lengths)[:, None]
-    items = torch.randint(1, num_items + 1, (batch, n), generator=gen) * mask
-    return items, mask
+    few = torch.randint(1, min(model.num_items, 4) + 1, (batch, n), generator=gen)
+    items = torch.where(torch.rand(batch, n, generator=gen) < 0.5, few,
+                        torch.randint(1, model.num_items + 1, (batch, n), generator=gen)) * mask
+    if not model.uses_time:
+        return items, mask
+    return items, mask, T0 + _gaps((batch, n), gen).cumsum(1)
+
+
+def _gaps(shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
+    """float64 whole seconds from 0 to ~2^30: every gap bucket of the time channel."""
+    return (2.0 ** (30 * torch.rand(shape, generator=gen, dtype=torch.float64))).floor() - 1
+
+
+def _export_twin(cfg: ExperimentConfig, model: SeqEncoder) -> SeqEncoder:
+    """The model as it is traced: rebuilt with its mixer's `export_args` (ops whose Python loops over chunks or scan
+    levels would freeze the traced length run their TorchScript loop instead), holding the same weights."""
+    args = getattr(type(model.layers[0].mixer), "export_args", {}) if model.layers else {}
+    if not args:
+        return model
+    mcfg = dataclasses.replace(cfg.model, mixer_args={**cfg.model.mixer_args, **args})
+    twin = build_model(model.num_items, mcfg, cfg.train)
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Warnings silenced, and the process's stdout and stderr (file descriptors 1 and 2): the TorchScript exporter
+    writes from C++ there, shape-inference warnings and on failure its whole IR graph (its ONNX log, which torch
+    2.13 leaves switched on); the one error that matters is raised after they are restored."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def _onnx_bytes(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], outputs: list[str],
@@ -62,9 +134,7 @@ def _onnx_bytes(module: nn.Module, args: tuple[Tensor, ...], inputs: list[str], 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            # quiet: on failure the exporter prints its whole IR graph to stdout
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
+            with _quiet():
                 torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
                                   dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
         # an unsupported op (OnnxExporterError is a RuntimeError), or tracing Python arithmetic over shapes
@@ -99,71 +169,90 @@ def _check(what: str, got: list[np.ndarray], want: list[Tensor], names: list[str
     return worst
 
 
-@torch.no_grad()
 def export_onnx(run_dir: Path, out: Path, seed: int = 0) -> list[Path]:
     """Write encoder.onnx, step.onnx (causal models), item_table.npy and export.json (with the max abs
-    differences to torch measured on random padded histories) into `out`; returns the paths written."""
+    differences to torch measured on random padded histories) for a run's best model into `out`; returns the paths
+    written. Nothing is written unless every graph exports and matches torch."""
     cfg, model, _ = load_run(run_dir, torch.device("cpu"))
-    what = f"{run_dir} ({cfg.model.mixer})"
-    if model.uses_time:
-        raise CheckpointError(f"{what}: model.time=gap reads event times, which the ONNX export does not carry")
-    if model.repeat is not None:
-        raise CheckpointError(f"{what}: the repeat head's bonus is not part of the ONNX export (model.repeat=true)")
+    return export_model(cfg, model, out, f"{run_dir} ({cfg.model.mixer})", seed, {"run": str(run_dir)})
+
+
+@torch.no_grad()
+def export_model(cfg: ExperimentConfig, model: SeqEncoder, out: Path, what: str, seed: int = 0,
+                 meta: dict[str, Any] | None = None) -> list[Path]:
+    """export_onnx for a model in memory (eval mode, CPU); `what` names it in errors, `meta` joins export.json."""
+    twin = _export_twin(cfg, model)
     gen = torch.Generator().manual_seed(seed)
     n = model.max_len
-    enc = _Encoder(model).eval()
-    items, mask = _windows(model.num_items, 2, min(n, 4), gen)
-    data = _onnx_bytes(enc, (items, mask), ["items", "mask"], ["h"],
-                       {"items": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}, "h": {0: "batch"}},
+    ins = ["items", "mask", *(["times"] if model.uses_time else [])]
+    outs = ["h", *(["repeat_item", "repeat_bias"] if model.repeat is not None else [])]
+    dyn = {k: {0: "batch", 1: "length"} for k in (*ins, *outs[1:])} | {"h": {0: "batch"}}
+    data = _onnx_bytes(_Encoder(twin).eval(), _windows(model, 2, min(n, 4), gen), ins, outs, dyn,
                        f"{what}: the encoder")
     sess = _session(data, f"{what}: the encoder")
+    enc = _Encoder(model).eval()  # the reference: the model as trained, with its own backends
     diffs: dict[str, float] = {}
     for b, length in ((5, n), (3, max(1, n // 2)), (1, 1)):  # other batch sizes and lengths than the traced ones
-        items, mask = _windows(model.num_items, b, length, gen)
-        got = sess.run(["h"], {"items": items.numpy(), "mask": mask.numpy()})
-        diffs["encoder"] = max(diffs.get("encoder", 0.0), _check(f"{what}: encoder", got, [enc(items, mask)], ["h"]))
+        x = _windows(model, b, length, gen)
+        got = sess.run(outs, {k: t.numpy() for k, t in zip(ins, x, strict=True)})
+        diffs["encoder"] = max(diffs.get("encoder", 0.0), _check(f"{what}: encoder", got, list(enc(*x)), outs))
     written = [out / "encoder.onnx", out / "item_table.npy", out / "export.json"]
-    step_data = _export_step(model, what, gen, diffs) if model.causal else None
+    step_data = _export_step(model, twin, what, gen, diffs) if model.causal else None
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "encoder.onnx", data)
     buf = io.BytesIO()
     np.save(buf, model.item_table().float().numpy())
     atomic_write(out / "item_table.npy", buf.getvalue())
-    meta: dict[str, Any] = {
-        "format": 1, "run": str(run_dir), "mixer": cfg.model.mixer, "opset": OPSET, "num_items": model.num_items,
-        "max_len": n, "encoder": {"inputs": {"items": "[B,N] int64, left-padded, 0 = PAD", "mask": "[B,N] bool"},
-                                  "outputs": {"h": "[B,D] float32 at the newest position"}},
-        "scores": "h @ item_table.T: [B, num_items+1], column 0 is PAD", "max_abs_diff": diffs}
+    repeat = model.repeat is not None
+    info: dict[str, Any] = {
+        "format": 1, **(meta or {}), "mixer": cfg.model.mixer, "opset": OPSET, "num_items": model.num_items,
+        "max_len": n, "encoder": {"inputs": {k: ENCODER_INPUTS[k] for k in ins},
+                                  "outputs": {k: ENCODER_OUTPUTS[k] for k in outs}},
+        "scores": "h @ item_table.T: [B, num_items+1], column 0 is PAD" + REPEAT_SCORES * repeat,
+        "max_abs_diff": diffs}
     if step_data is not None:
         atomic_write(out / "step.onnx", step_data[0])
-        meta["step"] = {"inputs": ["items", *step_data[1]], "outputs": ["h", *[f"new.{k}" for k in step_data[1]]],
-                        "state": "start from zeros (pos int64 [B]); the newest window's h equals step's h after "
-                                 "stepping its events oldest first"}
+        info["step"] = {"inputs": ["items", *(["times"] if model.uses_time else []), *step_data[1]],
+                        "outputs": ["h", *[f"new.{k}" for k in step_data[1]]],
+                        "state": "start from zeros (pos int64 [B]; t float64 [B] NaN with the time channel); the "
+                                 "newest window's h equals step's h after stepping its events oldest first"
+                                 + STEP_REPEAT * repeat}
         written.insert(1, out / "step.onnx")
-    write_json(out / "export.json", meta)
+    write_json(out / "export.json", info)
     return written
 
 
-def _export_step(model: SeqEncoder, what: str, gen: torch.Generator,
+def _export_step(model: SeqEncoder, twin: SeqEncoder, what: str, gen: torch.Generator,
                  diffs: dict[str, float]) -> tuple[bytes, list[str]]:
     """step.onnx's bytes and its state names; checked against torch after a few random steps."""
     state = model.init_state(2, torch.device("cpu"))
     names = sorted(state)
-    step = _Step(model, names).eval()
-    items = torch.randint(1, model.num_items + 1, (2,), generator=gen)
+    ins = ["items", *(["times"] if model.uses_time else [])]
+    outs = ["h", *[f"new.{k}" for k in names]]
     # every axis of a state may vary: batch, and the length of a cache that grows with each event (softmax's k, v)
-    dyn = {"items": {0: "batch"}, "h": {0: "batch"}}
+    dyn = {k: {0: "batch"} for k in (*ins, "h")}
     dyn |= {f"{p}{k}": {i: f"{k}.{i}" for i in range(state[k].ndim)} for k in names for p in ("", "new.")}
-    data = _onnx_bytes(step, (items, *(state[k] for k in names)), ["items", *names], ["h", *[f"new.{k}" for k in
-                       names]], dyn, f"{what}: the step function")
+    args = _step_inputs(model, 2, gen, state[names[0]].new_zeros(2, dtype=torch.float64))
+    data = _onnx_bytes(_Step(twin, names).eval(), (*args, *(state[k] for k in names)), [*ins, *names], outs, dyn,
+                       f"{what}: the step function")
     sess = _session(data, f"{what}: the step function")
+    step = _Step(model, names).eval()  # the reference: the model as trained
     state = model.init_state(3, torch.device("cpu"))
+    clock = torch.full((3,), T0, dtype=torch.float64)
     worst = 0.0
     for _ in range(4):  # from the empty state, then from states that hold events
-        items = torch.randint(1, model.num_items + 1, (3,), generator=gen)
-        want = step(items, *(state[k] for k in names))
-        got = sess.run(None, {"items": items.numpy(), **{k: state[k].numpy() for k in names}})
+        args = _step_inputs(model, 3, gen, clock)
+        clock = args[-1]
+        want = step(*args, *(state[k] for k in names))
+        got = sess.run(None, {**{k: t.numpy() for k, t in zip(ins, args, strict=True)},
+                              **{k: state[k].numpy() for k in names}})
         worst = max(worst, _check(f"{what}: step", got, list(want), ["h", *names]))
         state = dict(zip(names, want[1:], strict=True))
     diffs["step"] = worst
     return data, names
+
+
+def _step_inputs(model: SeqEncoder, batch: int, gen: torch.Generator, clock: Tensor) -> tuple[Tensor, ...]:
+    """One random event per row: items [B] (and times [B], `clock` plus a random gap, with the time channel)."""
+    items = torch.randint(1, model.num_items + 1, (batch,), generator=gen)
+    return (items, clock + _gaps((batch,), gen)) if model.uses_time else (items,)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +50,9 @@ class StatefulOpMixer(nn.Module):
     complete when `final`). step runs the same computation with N = 1 (retention, gla, gated_delta)."""
 
     causal = True
+    # the mixer_args `longrec export` builds with: the ops' TorchScript loops, which trace into one ONNX Loop over
+    # positions, where the chunked paths' Python loops over chunks would freeze the traced length
+    export_args: ClassVar[dict[str, str]] = {"backend": "script"}
 
     def _run(self, x: Tensor, mask: Tensor, state: MixerState | None, final: bool) -> tuple[Tensor, MixerState]:
         raise NotImplementedError

@@ -41,6 +41,19 @@ def global_efficient_attn(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tens
     return q.softmax(dim=-1) @ ctx
 
 
+def _running_max(k: Tensor, C: int) -> Tensor:
+    """k [B,H,N',K], N' a multiple of C -> its running max over positions (cummax), as a masked max within each chunk
+    and one over the chunks before it: ONNX has no cummax, and these are the kernel's own [C, C] and [n, n] shapes."""
+    B, H, N, K = k.shape
+    kc = k.reshape(B, H, N // C, C, K)  # (B, H, n, C, K)
+    upto = torch.ones(C, C, dtype=torch.bool, device=k.device).tril()[..., None]  # (t, m, 1): m <= t
+    inner = kc[:, :, :, None].masked_fill(~upto, NEG_INF).amax(dim=4)  # (B, H, n, C, K): within the chunk
+    n = inner.shape[2]
+    before = torch.ones(n, n, dtype=torch.bool, device=k.device).tril(-1)[..., None]  # (c, s, 1): s < c
+    prev = inner[:, :, None, :, -1].masked_fill(~before, NEG_INF).amax(dim=3)  # (B, H, n, K): the earlier chunks
+    return torch.maximum(inner, prev[:, :, :, None]).reshape(B, H, N, K)
+
+
 def causal_efficient_attn(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor, state: MixerState, chunk: int
 ) -> tuple[Tensor, MixerState]:
@@ -59,7 +72,7 @@ def causal_efficient_attn(
     k = F.pad(k, (0, 0, 0, pad)).masked_fill(~real, NEG_INF)
     v = F.pad(v, (0, 0, 0, pad)).masked_fill(~real, 0.0)
     n = (N + pad) // C
-    run = torch.maximum(k.detach().cummax(dim=2).values, state["m"][:, :, None])  # (B, H, N', K) running max M_t
+    run = torch.maximum(_running_max(k.detach(), C), state["m"][:, :, None])  # (B, H, N', K) running max M_t
     qc, kc, vc, runc = (t.reshape(B, H, n, C, t.shape[-1]) for t in (q, k, v, run))  # (B, H, n, C, ·)
     shift = _finite_or_zero(runc)  # (B, H, n, C, K)
     # summaries: s = 0 is the incoming state, s = c + 1 is chunk c, each referenced to the running max at its end

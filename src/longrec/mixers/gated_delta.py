@@ -30,7 +30,7 @@ class GatedDeltaConfig:
     dt_min: float = 0.001  # softplus(dt_bias) initialised log-uniform in [dt_min, dt_max] (Mamba2; the paper's code)
     dt_max: float = 0.1
     eps: float = 1e-5  # per-head RMS norm
-    backend: str = "chunked"  # gated_delta_rule backend: chunked (torch, WY form, default) | loop (oracle; or naive)
+    backend: str = "chunked"  # gated_delta_rule: chunked (WY form, default) | loop (oracle; or naive) | script
 
 
 class GatedDeltaMixer(StatefulOpMixer):

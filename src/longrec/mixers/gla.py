@@ -19,7 +19,7 @@ from longrec.mixers.base import MIXERS, MixerState, StatefulOpMixer, op_backend
 from longrec.ops.backend import Backend
 from longrec.ops.gla import gated_linear_attn
 
-GATED_OP_BACKENDS = (Backend.CHUNKED, Backend.LOOP)  # the pure-torch ops of the gated mixers have no fla backend yet
+GATED_OP_BACKENDS = (Backend.CHUNKED, Backend.LOOP, Backend.SCRIPT)  # their pure-torch ops: no fla backend yet
 
 
 def head_width(total: float, heads: int, what: str) -> int:
@@ -46,7 +46,7 @@ class GLAConfig:
     gate_rank: int = 16  # rank of the decay's projection x -> gate_rank -> keys (the paper: 16)
     tau: float = 16.0  # log α = logsigmoid(·) / τ; τ = 16 (the paper) keeps α near 1: ≈ 0.96 at init, memory ≈ 23
     eps: float = 1e-5  # per-head RMS norm
-    backend: str = "chunked"  # gated_linear_attn backend: chunked (torch, default) | loop (the oracle; or naive)
+    backend: str = "chunked"  # gated_linear_attn: chunked (torch, default) | loop (the oracle; or naive) | script
 
 
 class GLAMixer(StatefulOpMixer):

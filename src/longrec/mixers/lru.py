@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ class LRUConfig:
     max_phase: float = 2 * math.pi  # arg λ initialised uniform in [0, max_phase)
     skip: bool = False  # add D ⊙ x_t (Orvieto et al.); LRURec's code drops D for the block's residual connection
     bias: bool = True  # biases in B and C, as LRURec's projections
-    backend: str = "auto"  # scan | loop | auto: the faster measured (docs/BENCHMARKS.md, LRU scan)
+    backend: str = "auto"  # scan | loop | auto: the faster measured (docs/BENCHMARKS.md, LRU scan) | script (export)
 
 
 # On CPU the sequential loop beats the log-depth scan once the batch is wide enough to hide the per-step overhead
@@ -41,7 +42,7 @@ _LOOP_MIN_BATCH_CPU = 32
 def _pick_backend(choice: str, batch: int, device: torch.device) -> Backend:
     if choice == "auto":
         choice = "loop" if device.type == "cpu" and batch >= _LOOP_MIN_BATCH_CPU else "scan"
-    return Backend.LOOP if choice == "loop" else Backend.SCAN
+    return Backend(choice)
 
 
 def _no_decay(t: Tensor) -> nn.Parameter:
@@ -54,13 +55,15 @@ class LRUMixer(nn.Module):
     """Linear Recurrent Unit over left-padded windows; step() is one recurrence update, O(P) per event."""
 
     causal = True
+    export_args: ClassVar[dict[str, str]] = {"backend": "script"}  # longrec export: a Loop, not frozen levels
 
     def __init__(self, dim: int, heads: int, dropout: float, cfg: LRUConfig) -> None:
         super().__init__()
         if not (0.0 < cfg.r_min <= cfg.r_max < 1.0 and cfg.state_mult > 0):
             raise ConfigError(f"config: lru needs 0 < r_min <= r_max < 1 and state_mult > 0, got {cfg}")
-        if cfg.backend not in ("auto", "scan", "loop"):
-            raise ConfigError(f"config: model.mixer_args.backend must be auto, scan or loop, got {cfg.backend!r}")
+        if cfg.backend not in ("auto", "scan", "loop", "script"):
+            raise ConfigError(f"config: model.mixer_args.backend must be auto, scan, loop or script, got "
+                              f"{cfg.backend!r}")
         self.backend = cfg.backend
         P = self.state_size = cfg.state_mult * dim
         radius_sq = torch.rand(P) * (cfg.r_max**2 - cfg.r_min**2) + cfg.r_min**2  # |λ|², uniform on the ring

@@ -35,7 +35,7 @@ class RetentionConfig:
     exp_max: float = 8.0  # spread: the slowest head, γ = 1 - 2^-8 (≈ 256 events, past max_len = 200); H = 4 = RetNet
     learnable: bool = False  # True: learn each head's decay from the schedule's value (RetNet keeps them fixed)
     eps: float = 1e-6  # per-head RMS norm
-    backend: str = "chunked"  # gated_linear_attn backend: chunked (torch, default) | loop (the oracle; or naive)
+    backend: str = "chunked"  # gated_linear_attn: chunked (torch, default) | loop (the oracle; or naive) | script
 
 
 def decay_schedule(cfg: RetentionConfig, heads: int) -> Tensor:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from longrec.model.time import BUCKETS as TIME_BUCKETS
 from longrec.model.time import bucket as time_bucket
+from longrec.model.time import floor_log2
 
 # The bonuses must reach the logits' scale (several units) in a few hundred steps, and Adam moves a parameter by
 # about lr per step whatever its gradient: the head's parameters are scaled up in the forward, a learning-rate
@@ -45,27 +46,32 @@ class Slots:
 
 
 def _runs(items: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """items [B,N], real [B,N] -> (order [B,N]: a stable sort putting like real items together in position order;
+    """items [B,N], real [B,N] -> (order [B,N]: a sort putting like real items together in position order;
     spos [B,N]: the positions in that order; same [B,N-1]: sorted entry j+1 continues entry j's item)."""
     B, N = items.shape
     pos = torch.arange(N, device=items.device).expand(B, N)
     key = torch.where(real, items, -1 - pos)  # pads and non-real events: distinct keys below every item id
-    sk, order = torch.sort(key, dim=1, stable=True)  # like items together, in position order
-    return order, pos.gather(1, order), sk[:, 1:] == sk[:, :-1]
+    # like items together, in position order: a stable sort of key, as positions break the ties (ONNX's is not stable)
+    order = torch.argsort(key * N + pos, dim=1)
+    sk, spos = key.gather(1, order), pos.gather(1, order)
+    return order, spos, sk[:, 1:] == sk[:, :-1]
 
 
 def occurrences(items: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
     """items [B,N], real [B,N] bool -> (count [B,N]: occurrences of items[b,m] among the real events at positions
     <= m; next [B,N]: the position of its next real occurrence after m, N if none). Non-real entries: count 0,
-    next N. One stable sort per row: O(N log N)."""
+    next N. One sort per row: O(N log N). Written in ops that export to ONNX (no stable sort, no cummax)."""
     B, N = items.shape
     pos = torch.arange(N, device=items.device).expand(B, N)
     order, spos, same = _runs(items, real)
     nxt_sorted = torch.where(same, spos[:, 1:], N)
     nxt_sorted = torch.cat([nxt_sorted, torch.full((B, 1), N, dtype=nxt_sorted.dtype, device=items.device)], 1)
     j = torch.arange(N, device=items.device).expand(B, N)
-    starts = torch.where(torch.cat([torch.ones(B, 1, dtype=torch.bool, device=items.device), ~same], 1), j, 0)
-    rank = j - starts.cummax(1).values + 1  # 1-based place of the entry within its item's run
+    start = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=items.device), ~same], 1)  # (B, N): a run begins
+    run = start.long().cumsum(1) - 1  # (B, N): the run (one item's events, or one pad) each entry belongs to
+    # where each run begins, scattered by run (column N takes the entries that begin none, and is dropped)
+    begin = torch.zeros(B, N + 1, dtype=j.dtype, device=items.device).scatter(1, torch.where(start, run, N), j)
+    rank = j - begin.gather(1, run) + 1  # 1-based place of the entry within its item's run
     count = torch.zeros_like(pos).scatter_(1, order, rank)
     nxt = torch.zeros_like(pos).scatter_(1, order, nxt_sorted)
     return torch.where(real, count, 0), torch.where(real, nxt, N)
@@ -89,7 +95,7 @@ def log_decayed_counts(items: Tensor, real: Tensor, log_gamma: Tensor) -> Tensor
 
 
 def _log2_bucket(x: Tensor, n: int) -> Tensor:
-    return torch.log2(1.0 + x.float().clamp(min=0)).floor().clamp(max=n - 1).long()
+    return floor_log2(1.0 + x.float().clamp(min=0)).clamp(max=n - 1).long()
 
 
 class RepeatHead(nn.Module):

@@ -24,5 +24,13 @@ def gap_buckets(times: Tensor, prev: Tensor | None = None) -> Tensor:
 def bucket(gap: Tensor) -> Tensor:
     """Gaps in seconds, any shape (NaN = unknown) -> int64 buckets: 0 unknown, else 1 + floor(log2(1 + gap)) capped
     at BUCKETS - 1 (negative gaps count as 0)."""
-    b = 1 + torch.log2(1 + gap.clamp(min=0)).floor().clamp(max=BUCKETS - 2)
+    b = 1 + floor_log2(1 + gap.clamp(min=0)).clamp(max=BUCKETS - 2)
     return torch.where(gap.isnan(), 0, b.nan_to_num(0)).long()
+
+
+def floor_log2(x: Tensor) -> Tensor:
+    """floor(log2(x)) for x >= 1 (NaN stays NaN), exact at the powers of two: log2's rounding is corrected by one
+    comparison each side, because the ONNX export computes log2 as ln(x) / ln(2), which puts ln(2) / ln(2) just
+    below 1 (a gap of one second would fall a bucket short)."""
+    e = torch.log2(x).floor()
+    return e - (2.0**e > x).to(e.dtype) + (2.0 ** (e + 1) <= x).to(e.dtype)

@@ -1,6 +1,6 @@
 """Backend enum for ops, each named for what runs: chosen explicitly; an unavailable backend raises, nothing falls
 back silently. An op implements a subset (linear attention: loop, chunked, fla; gla and gated delta: loop,
-chunked; the LRU recurrence: loop, scan) and raises NotImplementedError for the others."""
+chunked, script; the LRU recurrence: loop, scan, script) and raises NotImplementedError for the others."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ class Backend(str, Enum):
     #                CPU at wide batches also the faster path, which the lru mixer's `auto` picks in production
     CHUNKED = "chunked"  # chunk-parallel pure torch (linear attention, gla, gated delta); their default
     SCAN = "scan"  # log-depth associative scan in pure torch (the LRU recurrence); its default
+    SCRIPT = "script"  # the sequential loop as a TorchScript function (lru, gla, gated delta): traced by the ONNX
+    #                    exporter it stays one Loop over positions, so the graph keeps a dynamic length (longrec export)
     FLA = "fla"  # flash-linear-attention Triton kernels (linear attention; CUDA, extra longrec[gpu])
 
     @classmethod

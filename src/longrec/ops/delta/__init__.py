@@ -16,6 +16,7 @@ from torch import Tensor
 from longrec.ops.backend import Backend
 from longrec.ops.delta.chunked import chunked_gated_delta
 from longrec.ops.delta.naive import naive_gated_delta
+from longrec.ops.delta.scripted import scripted_gated_delta
 
 
 def gated_delta_rule(
@@ -31,8 +32,9 @@ def gated_delta_rule(
     """q, k [B,H,N,K], v [B,H,N,V], g [B,H,N] (log α <= 0), beta [B,H,N] (in [0, 1]), initial_state [B,H,K,V] ->
     (o [B,H,N,V] in q's dtype, final_state [B,H,K,V] in at least float32, or None).
 
-    Backend.CHUNKED: the chunk-parallel WY form (chunked.py); Backend.LOOP: the sequential loop (the oracle). Other
-    backends raise. Left pads: give them g = 0 and β = 0 (and k = 0).
+    Backend.CHUNKED: the chunk-parallel WY form (chunked.py); Backend.LOOP: the sequential loop (the oracle);
+    Backend.SCRIPT: the loop in TorchScript (scripted.py, for ONNX export). Other backends raise. Left pads: give
+    them g = 0 and β = 0 (and k = 0).
     """
     if q.shape[2] == 0:  # an empty window: no output, the state passes through
         final = initial_state if initial_state is not None else k.new_zeros(*k.shape[:2], k.shape[-1], v.shape[-1])
@@ -41,6 +43,8 @@ def gated_delta_rule(
         return naive_gated_delta(q, k, v, g, beta, initial_state, output_final_state)
     if backend is Backend.CHUNKED:
         return chunked_gated_delta(q, k, v, g, beta, initial_state, output_final_state)
+    if backend is Backend.SCRIPT:
+        return scripted_gated_delta(q, k, v, g, beta, initial_state, output_final_state)
     raise NotImplementedError(f"backend {backend.value} is not implemented for gated_delta_rule")
 
 

@@ -12,6 +12,7 @@ from torch import Tensor
 from longrec.ops.backend import Backend
 from longrec.ops.gla.chunked import chunked_gla
 from longrec.ops.gla.naive import naive_gla
+from longrec.ops.gla.scripted import scripted_gla
 
 
 def gated_linear_attn(
@@ -27,7 +28,8 @@ def gated_linear_attn(
     initial_state [B,H,K,V] -> (o [B,H,N,V] in q's dtype, final_state [B,H,K,V] in at least float32, or None).
 
     Backend.CHUNKED: chunk-parallel torch (chunked.py), exact for any g <= 0 without overflow; Backend.LOOP: the
-    sequential loop (the oracle). Other backends raise. Left pads: give them g = 0 and k = 0.
+    sequential loop (the oracle); Backend.SCRIPT: the loop in TorchScript (scripted.py, for ONNX export). Other
+    backends raise. Left pads: give them g = 0 and k = 0.
     """
     if g.dim() == 3:  # one decay per head, broadcast over the key channels (the chunked path uses a [C, C] mask)
         g = g[..., None]  # (B, H, N, 1)
@@ -38,6 +40,8 @@ def gated_linear_attn(
         return naive_gla(q, k, v, g, initial_state, output_final_state)
     if backend is Backend.CHUNKED:
         return chunked_gla(q, k, v, g, initial_state, output_final_state)
+    if backend is Backend.SCRIPT:
+        return scripted_gla(q, k, v, g, initial_state, output_final_state)
     raise NotImplementedError(f"backend {backend.value} is not implemented for gated_linear_attn")
 
 

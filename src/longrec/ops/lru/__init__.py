@@ -12,6 +12,7 @@ from torch import Tensor
 from longrec.ops.backend import Backend
 from longrec.ops.lru.naive import naive_lru_scan
 from longrec.ops.lru.scan import scan_lru
+from longrec.ops.lru.scripted import scripted_lru_scan
 
 
 def lru_scan(
@@ -24,7 +25,8 @@ def lru_scan(
     """a, b [B,N,P,2] (real, imag), initial_state [B,P,2] -> (h [B,N,P,2], final_state [B,P,2] or None).
 
     Backend.SCAN: the log-depth associative scan (scan.py); Backend.LOOP: the sequential loop (naive.py, the oracle,
-    and the faster path on CPU at wide batches). Other backends raise. Computed in at least float32, returned in a's
+    and the faster path on CPU at wide batches); Backend.SCRIPT: the loop in TorchScript on real pairs (scripted.py,
+    for ONNX export). Other backends raise. Computed in at least float32, returned in a's
     dtype.
     """
     if a.shape[1] == 0:  # an empty window: no output, the state passes through
@@ -34,6 +36,8 @@ def lru_scan(
         return naive_lru_scan(a, b, initial_state, output_final_state)
     if backend is Backend.SCAN:
         return scan_lru(a, b, initial_state, output_final_state)
+    if backend is Backend.SCRIPT:
+        return scripted_lru_scan(a, b, initial_state, output_final_state)
     raise NotImplementedError(f"backend {backend.value} is not implemented for lru_scan")
 
 
