@@ -6,6 +6,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -92,17 +94,30 @@ def storage_url(opts: TuneOptions) -> str:
     return opts.storage or f"sqlite:///{(opts.out / 'study.db').resolve()}"
 
 
+def open_storage(url: str, opts: TuneOptions, attempts: int = 5) -> RDBStorage:
+    """The RDB storage, heartbeats on. Two workers that open a new database at once both create its schema, and the
+    later one's IntegrityError means the schema is there now: it opens it again."""
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: since 2.9
+                return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                                  else None, heartbeat_interval=opts.heartbeat_s, grace_period=opts.stale_after_s,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRY))
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def open_study(base: ExperimentConfig, space: dict[str, Dist], opts: TuneOptions) -> optuna.Study:
     """Create the study, or load it when it exists: then it must have been started with this config and space."""
     url = storage_url(opts)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: experimental since 2.9
-        try:
-            storage = RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite")
-                                 else None, heartbeat_interval=opts.heartbeat_s, grace_period=opts.stale_after_s,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRY))
-        except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
-            raise ConfigError(f"--storage {url}: cannot open it ({str(e).splitlines()[0]})") from None
+    try:
+        storage = open_storage(url, opts)
+    except (ImportError, ValueError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
+        raise ConfigError(f"--storage {url}: cannot open it ({str(e).splitlines()[0]})") from None
     name = opts.study or base.name
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 sampler=TrialSeededTPE(base.seed),
