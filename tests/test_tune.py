@@ -186,6 +186,16 @@ def test_a_bad_space_file_is_one_error_line_naming_file_and_key_exit_2_nothing_w
     assert not (tmp_path / "o").exists()
 
 
+def test_a_storage_that_cannot_be_opened_is_one_error_line(space: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    rc = main(["tune", "sasrec", "--space", str(space), "--trials", "1", "--storage", "nosuchdb://x",
+               "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("longrec: error: --storage nosuchdb://x: cannot")
+    assert not out.exists()
+
+
 @needs_ml100k
 def test_a_missing_space_file_or_a_study_started_with_another_space_is_refused(space: Path, tmp_path: Path,
                                                                                capsys: pytest.CaptureFixture) -> None:

@@ -74,8 +74,10 @@ def tune(config: str, overrides: Sequence[str], space_path: Path, opts: TuneOpti
     into OUT/final. Config and space are checked before anything is written."""
     base = load_config(config, list(overrides))
     space = load_space(space_path, config, overrides)
+    if not opts.storage:  # the default storage is a file there
+        opts.out.mkdir(parents=True, exist_ok=True)
+    study = open_study(base, space, opts)  # a bad --storage or another study's setup: nothing written
     opts.out.mkdir(parents=True, exist_ok=True)
-    study = open_study(base, space, opts)
     print(f"tune: study {study.study_name} in {storage_url(opts)}, trials in {opts.out / 'trials'}", file=sys.stderr)
     run_trials(study, config, overrides, space, opts, base.seed)
     table = trials_table(study, space, base.eval.metric)
