@@ -76,3 +76,19 @@ def test_objective_labels_and_a_missing_run(tmp_path):
     assert training_objective({"objective": "masked_item", "loss": "gbce", "negatives": 8}) == "masked_item gbce x8"
     with pytest.raises(CheckpointError, match="results.json: missing"):
         table([tmp_path])
+
+
+def test_a_run_without_test_figures_shows_its_validation_ones_marked(tmp_path):
+    res = results("ce")
+    res["valid"] = res.pop("test") | {"ndcg@10": 0.18}  # trained with eval.test=false (a tuning trial)
+    for name, r in (("trial", res), ("run", results("ce"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    out = table([tmp_path / "trial", tmp_path / "run"]).splitlines()
+    assert out[2].startswith("| trial (valid) | ml-1m | softmax causal=True; next_item ce | 0.1800 |")
+    assert out[3].startswith("| run | ml-1m |") and "| 0.1756 |" in out[3]
+    assert out[-1].startswith("Test split (runs marked (valid): the validation split, trained with eval.test=false);")
+    del res["valid"]
+    (tmp_path / "trial" / "results.json").write_text(json.dumps(res))
+    with pytest.raises(CheckpointError, match="results.json: field test is missing"):
+        table([tmp_path / "trial"])

@@ -1,4 +1,4 @@
-"""Command line: `longrec data|synth|list|train|eval|recommend|export|report|plot|bench|serve ...`; parses arguments."""
+"""Command line: `longrec data|synth|list|train|tune|eval|recommend|export|report|plot|bench|serve ...`: the parser."""
 
 from __future__ import annotations
 
@@ -61,6 +61,21 @@ def _train(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_root) / run_name(cfg)
     fit(cfg, run_dir, resume=args.resume, distributed=args.distributed)
+
+
+def _tune(args: argparse.Namespace) -> None:
+    import importlib.util
+
+    from longrec.config import load_config, run_name
+
+    if importlib.util.find_spec("optuna") is None:
+        raise LongrecError("longrec tune needs optuna (pip install 'longrec[tune]')")
+    from longrec.tune import TuneOptions, tune
+
+    out = Path(args.out) if args.out else Path("runs") / "tune" / run_name(load_config(args.config, args.overrides))
+    tune(args.config, args.overrides, Path(args.space),
+         TuneOptions(args.trials, out, args.storage, args.study, args.time_budget_min, args.final,
+                     args.prune_startup, args.prune_warmup))
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -174,6 +189,34 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--distributed", action="store_true",
                    help="DDP over the processes of torchrun (implied when RANK, WORLD_SIZE, LOCAL_RANK are set)")
     t.set_defaults(func=_train)
+
+    tu = sub.add_parser("tune", help="search a config's hyperparameters on the validation split (Optuna)",
+                        description="TPE sampling (seeded), median pruning on the validation curve, the study in an "
+                        "RDB storage: an interrupted tune resumes when run again, and several processes (or "
+                        "machines, with a shared --storage) may work on one study. Each trial is a run directory "
+                        "OUT/trials/NNN trained with eval.test=false and its own seed; the test split is not "
+                        "evaluated. Writes OUT/trials.md and OUT/best.yaml (a config longrec train accepts).")
+    tu.add_argument("config", help="a preset name (longrec list presets) or a YAML file: what every trial starts from")
+    tu.add_argument("overrides", nargs="*", help="config overrides for every trial, such as data.name=ml-100k")
+    tu.add_argument("--space", required=True, help="search space YAML: dotted config keys to distributions, e.g. "
+                    "'train.lr: {log_uniform: [1e-4, 1e-2]}' (uniform, log_uniform, int, choice)")
+    tu.add_argument("--trials", type=argtypes.positive_int, required=True,
+                    help="finished (complete or pruned) trials the study ends with, counting earlier runs and other "
+                    "workers")
+    tu.add_argument("--time-budget-min", type=argtypes.non_negative_float, default=0.0,
+                    help="start no trial after this many minutes (the running one finishes); 0 = none")
+    tu.add_argument("--storage", default="", help="the study's RDB URL, e.g. sqlite:///study.db or "
+                    "postgresql://host/db (default sqlite:///OUT/study.db)")
+    tu.add_argument("--study", default="", help="the study's name in the storage (default the config's name)")
+    tu.add_argument("--out", default="", help="directory of the trials, trials.md and best.yaml "
+                    "(default runs/tune/<name>-<dataset>)")
+    tu.add_argument("--final", action="store_true",
+                    help="then train best.yaml once into OUT/final, the test split evaluated at its end")
+    tu.add_argument("--prune-startup", type=argtypes.non_negative_int, default=4,
+                    help="complete trials before any trial is pruned")
+    tu.add_argument("--prune-warmup", type=argtypes.non_negative_int, default=10,
+                    help="epochs each trial trains before it may be pruned")
+    tu.set_defaults(func=_tune)
 
     e = sub.add_parser("eval", help="evaluate a finished run's best checkpoint")
     e.add_argument("run_dir", help=RUN_DIR_HELP)

@@ -88,6 +88,7 @@ class EvalConfig:
     batch_size: int = 256
     item_chunk: int = 65536  # full ranking scores at most this many items at a time (memory O(batch * chunk))
     metric: str = "ndcg@10"  # validation metric for model selection and early stopping
+    test: bool = True  # evaluate the best checkpoint on the test split at the end; false: validation only (tune trials)
 
 
 @dataclass(frozen=True)

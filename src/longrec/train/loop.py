@@ -6,7 +6,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,11 @@ from longrec.train.rundir import load_data, prepare_run_dir
 from longrec.train.runfiles import read_run_json, same_item_ids
 from longrec.train.runinfo import provenance
 
-__all__ = ["fit", "load_data", "make_optimizer", "train_step", "epoch_batches", "Progress"]
+__all__ = ["fit", "load_data", "make_optimizer", "train_step", "epoch_batches", "Progress", "EpochHook"]
+
+# called on rank 0 after each epoch's validation with (epoch, valid metrics); True stops training there and the run
+# finishes as an early-stopped one (best checkpoint evaluated, results.json written): longrec tune prunes through it
+EpochHook = Callable[[int, dict[str, float]], bool]
 
 
 def make_optimizer(model: SeqEncoder, train: TrainConfig) -> torch.optim.Optimizer:
@@ -84,17 +88,19 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, distributed: bool = False) -> dict[str, Any]:
-    """Train, select the best validation epoch, evaluate it on the test split; returns the results dict.
-    Under torchrun (or with distributed=True) every rank trains its share of each batch with DDP; rank 0
-    writes the run directory and logs, and every rank returns the same results."""
+def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, distributed: bool = False,
+        on_epoch: EpochHook | None = None) -> dict[str, Any]:
+    """Train, select the best validation epoch, evaluate it on the test split (unless eval.test is false); returns
+    the results dict. Under torchrun (or with distributed=True) every rank trains its share of each batch with DDP;
+    rank 0 writes the run directory and logs, and every rank returns the same results. `on_epoch`: see EpochHook."""
     if cfg.model.baseline:
         return fit_baseline(cfg, run_dir)
     with session(distributed, cfg.train.device) as (d, device):
-        return _fit(cfg, run_dir, resume, d, device)
+        return _fit(cfg, run_dir, resume, d, device, on_epoch)
 
 
-def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: torch.device) -> dict[str, Any]:
+def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: torch.device,
+         on_epoch: EpochHook | None) -> dict[str, Any]:
     wall0 = time.time()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -142,6 +148,9 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
                                                               "valid": val["metrics"]})
         log(d, f"epoch {epoch:3d}  loss {loss:.4f}  valid {cfg.eval.metric} {metric:.4f}  best {prog.best:.4f} "
             f"(epoch {prog.best_epoch})  {dt:.1f}s")
+        if on_epoch is not None and agree(d.main and on_epoch(epoch, val["metrics"]), d, device):
+            log(d, "stopping: the epoch hook asked to (a pruned tuning trial)")
+            break
     barrier(d)  # best.safetensors is complete before any rank reads it
     return finish(cfg, run_dir, scorer, splits, prog, device, wall_before + time.time() - wall0, origin, d)
 
@@ -228,7 +237,8 @@ def train_epoch(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimi
 
 def finish(cfg: ExperimentConfig, run_dir: Path, scorer: EncoderScorer, splits: Splits, prog: Progress,
            device: torch.device, wall: float, origin: dict[str, Any], d: Dist = SINGLE) -> dict[str, Any]:
-    """Evaluate the best checkpoint on valid and test (the only time test is touched); write results.json."""
+    """Evaluate the best checkpoint on valid and test (the only time test is touched; valid only when eval.test is
+    false); write results.json."""
     model = scorer.model
     if (run_dir / "best.safetensors").exists():
         model.load_state_dict(load_tensors(run_dir / "best.safetensors"))

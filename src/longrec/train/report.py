@@ -24,8 +24,17 @@ def training_objective(train: dict[str, Any]) -> str:
     return f"{train['objective']} {loss}"
 
 
-def row(res: dict[str, Any], run: str) -> list[str]:
-    t, tr, cfg = res["test"], res["training"], res["config"]
+def split_of(res: dict[str, Any], path: Path) -> str:
+    """"test", or "valid" for a run trained with eval.test=false (a longrec tune trial): the split a row shows."""
+    if "test" in res:
+        return "test"
+    if "valid" in res:
+        return "valid"
+    raise CheckpointError(f"{path}: field test is missing")
+
+
+def row(res: dict[str, Any], run: str, split: str = "test") -> list[str]:
+    t, tr, cfg = res[split], res["training"], res["config"]
     m = cfg["model"]
     if m.get("baseline"):  # counted, not trained: no objective
         model = f"{m['baseline']} (baseline, window {m['max_len']})" + "".join(
@@ -90,19 +99,24 @@ def _minutes_to(run_dir: Path, res: dict[str, Any], target: float) -> str:
 
 
 def table(run_dirs: list[Path], target: float | None = None) -> str:
-    """One markdown row per run; the protocol of every run is listed under the table. With a target, a last
-    column: minutes of training + validation until the valid metric (the runs' eval.metric) first reached it."""
+    """One markdown row per run (a run trained with eval.test=false shows its validation figures, marked); the
+    protocol of every run is listed under the table. With a target, a last column: minutes of training + validation
+    until the valid metric (the runs' eval.metric) first reached it."""
     columns = COLUMNS + ((f"min to valid ≥ {target:g}",) if target is not None else ())
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    protocols = set()
+    protocols: set[str] = set()
+    valid_only = False
     for d in run_dirs:
         path = d / "results.json"
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (is the run finished?)")
         res = read_run_json(path)
-        cells = row(res, d.name) + ([_minutes_to(d, res, target)] if target is not None else [])
-        lines.append("| " + " | ".join(cells) + " |")
+        split = split_of(res, path)
+        valid_only |= split == "valid"
+        cells = row(res, d.name + " (valid)" * (split == "valid"), split)
+        lines.append("| " + " | ".join(cells + ([_minutes_to(d, res, target)] if target is not None else [])) + " |")
         protocols.add(res["protocol"])
     lines.append("")
-    lines.append("Test split; protocol: " + "; ".join(sorted(protocols)) + ".")
+    split = "Test split" + " (runs marked (valid): the validation split, trained with eval.test=false)" * valid_only
+    lines.append(f"{split}; protocol: " + "; ".join(sorted(protocols)) + ".")
     return "\n".join(lines)

@@ -38,17 +38,17 @@ class Progress:
 def write_results(cfg: ExperimentConfig, run_dir: Path, scorer: Scorer, splits: Splits, prog: Progress,
                   device: torch.device, wall: float, origin: dict[str, Any], params: int,
                   d: Dist = SINGLE) -> dict[str, Any]:
-    """Evaluate `scorer` on valid and test, write results.json (rank 0) and print the test table."""
+    """Evaluate `scorer` on valid and test (valid only when eval.test is false), write results.json (rank 0) and
+    print the test table (the valid one without test)."""
     valid = evaluate(scorer, splits, splits.valid, cfg.eval, device, seed=cfg.seed, dist=d)
-    test = evaluate(scorer, splits, splits.test, cfg.eval, device, seed=cfg.seed + 1, dist=d)
+    test = evaluate(scorer, splits, splits.test, cfg.eval, device, seed=cfg.seed + 1, dist=d) if cfg.eval.test else {}
     n = len(prog.epoch_seconds)
     results = {
         "name": cfg.name,
-        "protocol": test["protocol"],
+        "protocol": valid["protocol"],
         "valid": valid["metrics"],
-        "test": test["metrics"],
-        "test_by_length": test["by_length"],
-        "users": {"valid": valid["users"], "test": test["users"], "dropped": splits.dropped},
+        **({"test": test["metrics"], "test_by_length": test["by_length"]} if test else {}),  # eval.test=false: none
+        "users": {"valid": valid["users"], **({"test": test["users"]} if test else {}), "dropped": splits.dropped},
         "training": {"epochs": prog.epoch, "best_epoch": prog.best_epoch,
                      "seconds_per_epoch": sum(prog.epoch_seconds) / n if n else 0.0,
                      "seconds_to_best": prog.seconds_to_best, "train_seconds": prog.train_seconds,
@@ -61,8 +61,9 @@ def write_results(cfg: ExperimentConfig, run_dir: Path, scorer: Scorer, splits: 
     }
     if d.main:
         write_json(run_dir / "results.json", results)
-        print(f"\n{cfg.name}: test ({test['protocol']}, {test['users']} users)")
-        print(format_table(test["metrics"], cfg.eval.ks))
+        shown, split = (test, "test") if test else (valid, "valid (eval.test=false: the test split not evaluated)")
+        print(f"\n{cfg.name}: {split} ({shown['protocol']}, {shown['users']} users)")
+        print(format_table(shown["metrics"], cfg.eval.ks))
     return results
 
 

@@ -19,8 +19,9 @@ SCHEMAS: dict[str, Schema] = {
     "trainer.json": {"epoch": int, "best": Number, "best_epoch": int, "bad_epochs": int, "train_seconds?": Number,
                      "seconds_to_best?": Number, "epoch_seconds?": list, "wall_seconds?": Number, "segments?": list},
     "optim.json": {"param_groups": list, "scalars": dict},
-    "results.json": {"protocol": str, "test": dict, "wall_seconds": Number, "peak_memory": dict, "device": str,
-                     "git_commit": str, "training": {"seconds_to_best": Number, "epochs": int},
+    # "test" is absent from a run trained with eval.test=false (a longrec tune trial): report shows its "valid"
+    "results.json": {"protocol": str, "test?": dict, "valid?": dict, "wall_seconds": Number, "peak_memory": dict,
+                     "device": str, "git_commit": str, "training": {"seconds_to_best": Number, "epochs": int},
                      "config": {"data": {"name": str}, "model": {"mixer": str}, "train": dict}},
     "data.json": {"format": int, "source": str, "source_sha256": str, "corpus": str, "corpus_sha256": str},
 }
