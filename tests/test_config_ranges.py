@@ -82,3 +82,9 @@ def test_the_mixer_rules_name_only_fields_that_exist() -> None:
             names = {f.name for f in dataclasses.fields(entry.config)}  # type: ignore[arg-type]
             fields = [r.field.removeprefix("model.mixer_args.") for r in rules] if table is MIXER_RULES else rules
             assert {f for f in fields if not f.startswith("model.")} <= names, mixer
+
+
+def test_a_baseline_arg_out_of_range_is_refused_when_the_config_is_built() -> None:
+    with pytest.raises(ConfigError, match="'model.baseline_args.decay' must be in \\(0, 1\\], got 0.0"):
+        load_config("personal-frequency", ["model.baseline_args.decay=0"])
+    assert load_config("personal-frequency", ["model.baseline_args.decay=1"]).model.baseline_args["decay"] == 1

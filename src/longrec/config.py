@@ -263,8 +263,9 @@ _CHOICES = {
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    """Check enumerations and ranges, then the objective's and the loss's rules; the leakage rule is checked where
-    the model is built (longrec.objectives.build_model)."""
+    """Check enumerations and ranges, the rules between fields, the objective's and the loss's rules, and the
+    mixer's (or baseline's) own args; the leakage rule is checked where the model is built
+    (longrec.objectives.build_model)."""
     for path, choices in _CHOICES.items():
         section, key = path.split(".")
         value = getattr(getattr(cfg, section), key)
@@ -272,7 +273,8 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config: '{path}' must be one of {', '.join(choices)}, got {value!r}")
     check_numbers(cfg)  # every numeric field against its range (config_ranges.RANGES), NaN and inf refused
     check_name(cfg.name)
-    from longrec.config_rules import check_cross_fields, check_mixer_args  # torch: once the plain fields are checked
+    # torch is imported only once the plain fields are checked
+    from longrec.config_rules import check_baseline_args, check_cross_fields, check_mixer_args
     from longrec.objectives import check_objective
     from longrec.train.losses import check_loss
 
@@ -284,7 +286,7 @@ def validate(cfg: ExperimentConfig) -> None:
 
         BASELINES.get(cfg.model.baseline)  # an unknown name lists the known ones
         if args := baseline_config(cfg.model.baseline, cfg.model.baseline_args):
-            check_numbers(args, "model.baseline_args", {})
+            check_baseline_args(cfg.model.baseline, args)
     else:
         from longrec.mixers import MIXERS
 

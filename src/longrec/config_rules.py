@@ -64,6 +64,11 @@ MIXER_RANGES: dict[str, dict[str, Range]] = {
                     "eps": POSITIVE},
 }
 
+# the same for the counted baselines' model.baseline_args
+BASELINE_RANGES: dict[str, dict[str, Range]] = {
+    "personal": {"decay": Range(0, 1, lo_open=True)},  # 1 = plain counts; 0 would weigh every event but the newest 0
+}
+
 MIXER_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "linear": {"backend": _LINEAR_BACKENDS},
     "linrec": {"backend": _LINEAR_BACKENDS, "norm": NORMS},
@@ -114,3 +119,9 @@ def check_mixer_args(cfg: Any, mixer: str, args: Any) -> None:
             raise ConfigError(f"config: '{_ARGS}.{name}' must be one of {', '.join(choices)} for mixer {mixer}, "
                               f"got {v!r}")
     _check(MIXER_RULES.get(mixer, []), cfg, args)
+
+
+def check_baseline_args(baseline: str, args: Any) -> None:
+    """The baseline's args dataclass (built from model.baseline_args): numbers in range."""
+    ranges = {f"model.baseline_args.{k}": r for k, r in BASELINE_RANGES.get(baseline, {}).items()}
+    check_numbers(args, "model.baseline_args", ranges)
