@@ -5,6 +5,7 @@ exit code 2 with one error line and no traceback, and leaves nothing behind."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
@@ -21,6 +22,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from longrec.cli import main  # noqa: E402
 from longrec.config_ranges import RANGES, Range  # noqa: E402
+from longrec.config_rules import MIXER_RANGES  # noqa: E402
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None)
 
@@ -48,15 +50,12 @@ def run(argv: list[str]) -> tuple[int, list[str]]:
     return code, [ln for ln in err.getvalue().splitlines() if ln.strip()]
 
 
-def assert_one_error(code: int, lines: list[str], parser: bool = False) -> str:
-    """Exit 2, no traceback, exactly one error line (argparse prints its usage above its own); returns it."""
+def assert_one_error(code: int, lines: list[str]) -> str:
+    """Exit 2, no traceback, exactly one line, an error (argparse's too: no usage block above it); returns it."""
     text = "\n".join(lines)
     assert code == 2 and "Traceback" not in text, text
-    errors = [ln for ln in lines if "error:" in ln]
-    assert len(errors) == 1 and errors[0] == lines[-1], text
-    if not parser:
-        assert len(lines) == 1, text
-    return errors[0]
+    assert len(lines) == 1 and "error: " in lines[0], text
+    return lines[0]
 
 
 VALID = st.builds(lambda u, i: f"{u} {i}", st.integers(0, 9), st.integers(1, 30))
@@ -161,5 +160,85 @@ def test_bad_option_values(option: tuple[list[str], type, float, float], value: 
     hypothesis.assume(not valid(value, kind, lo, hi))  # a valid value would run the command: out of scope here
     with workdir() as cwd:
         code, err = run([*argv, value])
-        assert_one_error(code, err, parser=True)
+        assert_one_error(code, err)
+        assert not list(cwd.iterdir())
+
+
+MIXER_PRESET = {"softmax": "sasrec", "efficient": "ea-sasrec", "linear": "lt-sasrec", "linrec": "causal-linrec",
+                "rela": "recgrela", "lru": "lrurec", "retention": "retention", "gla": "gla",
+                "gated_delta": "gated-delta"}  # a preset that runs each mixer of config_rules.MIXER_RANGES
+MIXER_FIELDS = st.sampled_from(sorted((m, f, r) for m, fs in MIXER_RANGES.items() for f, r in fs.items()))
+
+
+def refused_before_data(argv: list[str], field: str) -> str:
+    """`longrec train ARGV` with a data file that does not exist: one error naming `field`, nothing written."""
+    with workdir() as cwd:
+        code, err = run(["train", *argv, "data.name=missing.txt", "--runs-root", "runs"])
+        line = assert_one_error(code, err)
+        assert f"'{field}'" in line, line
+        assert not list(cwd.iterdir())
+    return line
+
+
+def test_every_ranged_mixer_has_a_preset() -> None:
+    assert set(MIXER_RANGES) <= set(MIXER_PRESET)
+
+
+@FUZZ
+@given(data=st.data(), case=MIXER_FIELDS)
+def test_out_of_range_mixer_args(data: st.DataObject, case: tuple[str, str, Range]) -> None:
+    mixer, name, rule = case
+    value = yaml_value(data.draw(bad_value(rule)))
+    refused_before_data([MIXER_PRESET[mixer], f"model.mixer_args.{name}={value}"], f"model.mixer_args.{name}")
+
+
+ORDERED = st.sampled_from([("lrurec", "r_min", "r_max", 0.01, 0.99), ("retention", "exp_min", "exp_max", 1.0, 20.0),
+                           ("gated-delta", "dt_min", "dt_max", 1e-4, 1.0)])  # lo <= hi, both inside their range
+
+
+@FUZZ
+@given(case=ORDERED, a=st.floats(0.0, 1.0), b=st.floats(0.0, 1.0))
+def test_mixer_args_out_of_order(case: tuple[str, str, str, float, float], a: float, b: float) -> None:
+    preset, lo_name, hi_name, lo, hi = case
+    small, big = (lo + x * (hi - lo) for x in sorted((a, b)))
+    hypothesis.assume(small < big)
+    line = refused_before_data([preset, f"model.mixer_args.{lo_name}={big!r}", f"model.mixer_args.{hi_name}={small!r}"],
+                               f"model.mixer_args.{lo_name}")
+    assert f"must be at most 'model.mixer_args.{hi_name}'" in line, line
+
+
+@FUZZ
+@given(users=st.dictionaries(st.integers(1, 50), st.integers(1, 2), min_size=1, max_size=20))
+def test_a_log_with_no_usable_user_is_one_error(users: dict[int, int]) -> None:
+    with workdir() as cwd:  # leave-one-out needs 3 events a user; every user here has 1 or 2
+        (cwd / "log.txt").write_text("".join(f"{u} {u + t}\n" for u, n in users.items() for t in range(n)))
+        code, err = run(["train", "sasrec", "data.name=log.txt", "--runs-root", "runs"])
+        assert "no user left to train" in assert_one_error(code, err)
+        assert sorted(p.name for p in cwd.iterdir()) == ["log.txt"]
+
+
+SUBCOMMANDS = st.sampled_from([(), ("train", "sasrec"), ("eval", "runs/x"), ("data", "info", "x.txt"),
+                               ("list", "presets"), ("recommend", "runs/x", "--users", "all"), ("serve", "runs/x"),
+                               ("report", "runs/x"), ("plot", "attention", "runs/x", "--user", "1"),
+                               ("export", "runs/x", "--out", "o")])
+
+
+@functools.cache
+def _options(argv: tuple[str, ...]) -> list[str]:
+    """Every option string the top-level parser and the subcommand of `argv` know."""
+    from longrec.cli import build_parser
+
+    p = build_parser()
+    parsers = [p] + ([p.parse_known_args(list(argv))[0].parser] if argv else [])
+    return [o for q in parsers for a in q._actions for o in a.option_strings]
+
+
+@FUZZ
+@given(argv=SUBCOMMANDS, option=st.from_regex(r"--?[a-z][a-z-]{0,10}", fullmatch=True))
+def test_an_unknown_option_is_one_line_from_its_subcommand(argv: tuple[str, ...], option: str) -> None:
+    hypothesis.assume(not any(o.startswith(option) for o in _options(argv)))  # argparse takes unique prefixes
+    with workdir() as cwd:
+        code, err = run([*argv, option])
+        line = assert_one_error(code, err)
+        assert line.startswith(f"longrec {argv[0]}: error: " if argv else "longrec: error: "), line
         assert not list(cwd.iterdir())

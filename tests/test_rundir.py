@@ -136,3 +136,31 @@ def test_a_run_without_a_corpus_copy_still_reads_its_log(trained: tuple[Path, Pa
     assert evaluate_run(run)["metrics"] == before
     _, _, splits = load_run(run)
     assert splits.corpus.num_users == 120
+
+
+def test_a_copied_run_resumes_from_its_own_corpus_without_its_log(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "orig"
+    root.mkdir()
+    log = synthetic_log(root / "walk.txt")
+    fit(load_config("gru4rec", tiny(log)), root / "run")
+    log.write_text(log.read_text() + "1 1\n")  # the log changed since the run started: noted, the copy is used
+    fit(load_config("gru4rec", tiny(log, "train.epochs=2")), root / "run", resume=True)
+    assert f"data: {log.resolve()} changed since the run started" in capsys.readouterr().err
+    shutil.copytree(root / "run", tmp_path / "copy")
+    shutil.rmtree(root)  # the log and the original run are gone
+    res = fit(load_config("gru4rec", tiny(log, "train.epochs=3")), tmp_path / "copy", resume=True)
+    assert res["training"]["epochs"] == 3 and len((tmp_path / "copy" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert "changed since" not in capsys.readouterr().err
+
+
+def test_a_data_mmap_run_says_that_it_needs_its_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    log = synthetic_log(tmp_path / "walk.txt")
+    fit(load_config("gru4rec", tiny(log, "data.mmap=true")), tmp_path / "run")
+    assert not (tmp_path / "run" / "corpus.npz").exists()  # memory-mapped corpora are not copied
+    log.unlink()
+    for argv in (["eval", str(tmp_path / "run")], ["recommend", str(tmp_path / "run"), "--history", "1"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "a data.mmap run keeps no copy of its corpus and needs its log" in err[0], err

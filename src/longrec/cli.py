@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -293,11 +294,37 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                     help="uvicorn's log level (warning: no access log)")
     sv.set_defaults(func=_serve)
+    for sp in sub.choices.values():  # an unrecognised argument is reported by the subcommand it was given to
+        sp.set_defaults(parser=sp)
     return p
 
 
+def _one_line_error(self: argparse.ArgumentParser, message: str) -> None:
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@contextlib.contextmanager
+def one_line_parser_errors() -> Iterator[None]:
+    """While the CLI runs, an argparse error (of its own parsers, and of the bench and synth parsers it hands
+    arguments to) is the one line `PROG: error: MESSAGE` and exit code 2, without the usage block argparse prints
+    above it (--help shows that)."""
+    error = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _one_line_error  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = error  # type: ignore[method-assign]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    with one_line_parser_errors():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except LongrecError as e:

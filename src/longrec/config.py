@@ -265,8 +265,9 @@ _CHOICES = {
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    """Check enumerations and ranges, then the objective's and the loss's rules; the leakage rule is checked where
-    the model is built (longrec.objectives.build_model)."""
+    """Check enumerations and ranges, the rules between fields, the objective's and the loss's rules, and the
+    mixer's (or baseline's) own args; the leakage rule is checked where the model is built
+    (longrec.objectives.build_model)."""
     for path, choices in _CHOICES.items():
         section, key = path.split(".")
         value = getattr(getattr(cfg, section), key)
@@ -274,17 +275,14 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config: '{path}' must be one of {', '.join(choices)}, got {value!r}")
     check_numbers(cfg)  # every numeric field against its range (config_ranges.RANGES), NaN and inf refused
     check_name(cfg.name)
-    if cfg.model.dim % cfg.model.heads:
-        raise ConfigError(f"config: 'model.dim' ({cfg.model.dim}) must be divisible by 'model.heads' "
-                          f"({cfg.model.heads})")
-    if cfg.data.temporal_valid >= cfg.data.temporal_test:
-        raise ConfigError(f"config: 'data.temporal_valid' ({cfg.data.temporal_valid}) must be below "
-                          f"'data.temporal_test' ({cfg.data.temporal_test})")
     if cfg.model.repeat_decays and not cfg.model.repeat:
         raise ConfigError("config: 'model.repeat_decays' needs model.repeat=true (they are the repeat head's terms)")
-    from longrec.objectives import check_objective  # torch: imported once the plain fields are checked
+    # torch is imported only once the plain fields are checked
+    from longrec.config_rules import check_baseline_args, check_cross_fields, check_mixer_args
+    from longrec.objectives import check_objective
     from longrec.train.losses import check_loss
 
+    check_cross_fields(cfg)  # model.dim by model.heads, the temporal cuts' order, last_targets within max_len
     check_objective(cfg)  # the objective's and the loss's names and rules, each owned by its registry entry
     check_loss(cfg)
     if cfg.model.baseline:
@@ -292,13 +290,13 @@ def validate(cfg: ExperimentConfig) -> None:
 
         BASELINES.get(cfg.model.baseline)  # an unknown name lists the known ones
         if args := baseline_config(cfg.model.baseline, cfg.model.baseline_args):
-            check_numbers(args, "model.baseline_args", {})
+            check_baseline_args(cfg.model.baseline, args)
     else:
         from longrec.mixers import MIXERS
 
         entry = MIXERS.pick(cfg.model.mixer, "model.mixer")
-        if entry.config:  # the mixer's own fields (widths, ranks, scales, epsilons)
-            check_numbers(from_dict(entry.config, cfg.model.mixer_args, "model.mixer_args"), "model.mixer_args", {})
+        if entry.config:  # the mixer's own fields (widths, ranks, scales, epsilons), choices and relations
+            check_mixer_args(cfg, cfg.model.mixer, from_dict(entry.config, cfg.model.mixer_args, "model.mixer_args"))
     name, _, k = cfg.eval.metric.partition("@")
     if name not in ("ndcg", "recall", "mrr") or not k.isdigit() or int(k) not in cfg.eval.ks:
         raise ConfigError(f"config: 'eval.metric' must be ndcg|recall|mrr@k with k in eval.ks, got {cfg.eval.metric!r}")

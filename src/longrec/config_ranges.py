@@ -31,7 +31,7 @@ class Range:
 
     def __str__(self) -> str:
         if self.lo == -INF:
-            return "a finite number"
+            return "a finite number" if self.hi == INF else f"{'<' if self.hi_open else '<='} {self.hi:g}"
         if self.hi == INF:
             if self.lo == 0 and self.lo_open:
                 return "positive"

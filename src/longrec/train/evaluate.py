@@ -29,13 +29,18 @@ def history_index(corpus: Corpus, users: np.ndarray, ends: np.ndarray) -> tuple[
     return row, corpus.items[corpus.offsets[users][row] + within].astype(np.int64)
 
 
-def check_data(cfg: ExperimentConfig, splits: Splits) -> None:
-    """The checks a config can only pass once its data is loaded (before the run directory is written): some user
-    to train and evaluate on, and enough items for the sampled negatives."""
+def check_users(cfg: ExperimentConfig, splits: Splits) -> None:
+    """Some user is left to train and evaluate on; else one error that counts the users dropped, and why."""
     if not len(splits.valid) or not len(splits.test) or not splits.train_ends.any():
         why = "; ".join(f"{n} users dropped: {reason}" for reason, n in splits.dropped.items() if n)
         raise DataError(f"{cfg.data.name}: no user left to train and evaluate on with data.split={cfg.data.split} "
                         f"({splits.corpus.num_users} users{'; ' + why if why else ''})")
+
+
+def check_data(cfg: ExperimentConfig, splits: Splits) -> None:
+    """The checks a config can only pass once its data is loaded (before the run directory is written): some user
+    to train and evaluate on, and enough items for the sampled negatives."""
+    check_users(cfg, splits)
     if cfg.eval.sampled == "none":
         return
     if cfg.eval.negatives >= splits.corpus.num_items:

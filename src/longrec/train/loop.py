@@ -36,7 +36,7 @@ from longrec.train.distributed import SINGLE, Dist, agree, barrier, mean_over_ra
 from longrec.train.evaluate import check_data, evaluate
 from longrec.train.losses import LossFn, make_loss
 from longrec.train.results import Progress, write_results
-from longrec.train.rundir import load_data, prepare_run_dir
+from longrec.train.rundir import load_data, prepare_run_dir, train_splits
 from longrec.train.runfiles import read_run_json, same_item_ids
 from longrec.train.runinfo import provenance
 
@@ -105,9 +105,9 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     origin = provenance(device, cfg.seed)  # the code that trains, recorded before anything can change it
-    splits = load_data(cfg) if d.main else None  # rank 0 builds the corpus cache, the others then read it
-    barrier(d)
-    splits = splits or load_data(cfg, quiet=True)
+    splits = train_splits(cfg, run_dir, resume) if d.main else None  # rank 0 builds the corpus cache, the
+    barrier(d)  # others then read it
+    splits = splits or train_splits(cfg, run_dir, resume, quiet=True)
     check_data(cfg, splits)
     if cfg.model.time != "none" and splits.corpus.times is None:
         raise ConfigError(f"config: model.time={cfg.model.time} needs event timestamps, and {cfg.data.name} has none "

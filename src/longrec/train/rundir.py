@@ -17,6 +17,7 @@ from longrec.data.readers import Columns
 from longrec.data.split import Splits, make_splits
 from longrec.errors import CheckpointError, ConfigError, DataError
 from longrec.train.checkpoint import write_json
+from longrec.train.evaluate import check_users
 from longrec.train.runfiles import read_run_json
 
 
@@ -28,6 +29,7 @@ def load_data(cfg: ExperimentConfig, quiet: bool = False) -> Splits:
     else:
         corpus = load_corpus(d.name, d.format, cols, d.dedup, d.kcore)
     splits = make_splits(corpus, d.split, d.temporal_valid, d.temporal_test)
+    check_users(cfg, splits)  # before the counts below: with no user left, the error (which counts them) is all
     for reason, n in splits.dropped.items():
         if n and not quiet:
             print(f"data: {n} users dropped ({reason})", file=sys.stderr)
@@ -94,11 +96,38 @@ def save_run_corpus(run_dir: Path, cfg: ExperimentConfig, corpus: Corpus) -> Non
                                        "corpus_sha256": sha256_of(run_dir / RUN_CORPUS)})
 
 
+def _log_splits(run_dir: Path, cfg: ExperimentConfig, quiet: bool) -> Splits:
+    """The splits of a run that holds no corpus copy, from its log; a log that is gone (or now unreadable) is one
+    error that says why the run needs it."""
+    try:
+        return load_data(cfg, quiet)
+    except DataError as e:
+        why = ("a data.mmap run keeps no copy of its corpus" if cfg.data.mmap else
+               "this run holds no copy of its corpus (written before runs kept one)")
+        raise CheckpointError(f"{run_dir}: {why} and needs its log {cfg.data.name}: {e}") from None
+
+
+def train_splits(cfg: ExperimentConfig, run_dir: Path, resume: bool, quiet: bool = False) -> Splits:
+    """A fresh run's splits from the log its config names; a resumed run's from its own corpus copy, so that it
+    resumes without the log too (the log, where present, checked against the sha256 recorded at the start)."""
+    if not resume:
+        return load_data(cfg, quiet)
+    if not (run_dir / "data.json").is_file():
+        return _log_splits(run_dir, cfg, quiet)
+    splits = run_splits(run_dir, cfg)
+    meta = read_run_json(run_dir / "data.json")
+    source = Path(meta["source"])
+    if not quiet and meta["source_sha256"] and source.is_file() and sha256_of(source) != meta["source_sha256"]:
+        print(f"data: {source} changed since the run started (sha256 differs from {run_dir}/data.json); resuming on "
+              "the run's own copy of the corpus", file=sys.stderr)
+    return splits
+
+
 def run_splits(run_dir: Path, cfg: ExperimentConfig) -> Splits:
     """The run's splits from its own corpus copy (data.json), or, for a run written before runs held one (or a
     data.mmap run), from the log its config names."""
     if not (run_dir / "data.json").is_file():
-        return load_data(cfg, quiet=True)
+        return _log_splits(run_dir, cfg, quiet=True)
     meta = read_run_json(run_dir / "data.json")
     path = run_dir / meta["corpus"]
     if Path(meta["corpus"]).name != meta["corpus"]:
