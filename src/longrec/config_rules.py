@@ -72,7 +72,7 @@ BASELINE_RANGES: dict[str, dict[str, Range]] = {
 MIXER_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "linear": {"backend": _LINEAR_BACKENDS},
     "linrec": {"backend": _LINEAR_BACKENDS, "norm": NORMS},
-    "lru": {"backend": ("auto", "scan", "loop")},  # auto: the faster measured (mixers/lru.py)
+    "lru": {"backend": ("auto", "scan", "loop", "script")},  # auto: the faster measured; script: export (lru.py)
     "retention": {"backend": _GATED_BACKENDS, "schedule": tuple(SCHEDULES)},
     "gla": {"backend": _GATED_BACKENDS},
     "gated_delta": {"backend": _GATED_BACKENDS},
