@@ -3,7 +3,7 @@
 #                minutes of training, configs/ml-1m-sasrec.yaml's train.time_budget_min)
 #   make test    install, then lint, type-check, install redis-server if missing, run the test suite (what CI runs)
 # and one short check beside them:
-#   make demo    install, then the same pipeline on ML-100k (configs/ml-100k-sasrec-demo.yaml; about a minute)
+#   make demo    install, then the same pipeline on ML-100k (configs/ml-100k-sasrec-demo.yaml; under a minute)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
