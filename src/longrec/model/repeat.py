@@ -20,6 +20,7 @@ Training scores every position (T = N) or the newest `train.last_targets`; evalu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -45,30 +46,42 @@ class Slots:
     bias: Tensor
 
 
-def _runs(items: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """items [B,N], real [B,N] -> (order [B,N]: a sort putting like real items together in position order;
-    spos [B,N]: the positions in that order; same [B,N-1]: sorted entry j+1 continues entry j's item)."""
+class Runs(NamedTuple):
+    """A row-wise sort that puts like real items together in position order: order [B,N] (sorted entry -> position),
+    spos [B,N] (the positions in that order), same [B,N-1] (sorted entry j+1 continues entry j's item), run [B,N]
+    (the run, one item's events or one pad, that each sorted entry belongs to)."""
+
+    order: Tensor
+    spos: Tensor
+    same: Tensor
+    run: Tensor
+
+
+def runs(items: Tensor, real: Tensor) -> Runs:
+    """items [B,N], real [B,N] -> Runs: the one sort per row that occurrences and log_decayed_counts share."""
     B, N = items.shape
     pos = torch.arange(N, device=items.device).expand(B, N)
     key = torch.where(real, items, -1 - pos)  # pads and non-real events: distinct keys below every item id
     # like items together, in position order: a stable sort of key, as positions break the ties (ONNX's is not stable)
     order = torch.argsort(key * N + pos, dim=1)
     sk, spos = key.gather(1, order), pos.gather(1, order)
-    return order, spos, sk[:, 1:] == sk[:, :-1]
+    same = sk[:, 1:] == sk[:, :-1]
+    run = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=items.device), (~same).long().cumsum(1)], 1)
+    return Runs(order, spos, same, run)
 
 
-def occurrences(items: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
+def occurrences(items: Tensor, real: Tensor, sorted_runs: Runs | None = None) -> tuple[Tensor, Tensor]:
     """items [B,N], real [B,N] bool -> (count [B,N]: occurrences of items[b,m] among the real events at positions
     <= m; next [B,N]: the position of its next real occurrence after m, N if none). Non-real entries: count 0,
-    next N. One sort per row: O(N log N). Written in ops that export to ONNX (no stable sort, no cummax)."""
+    next N. One sort per row (`runs`, or the given one): O(N log N). Written in ops that export to ONNX (no stable
+    sort, no cummax)."""
     B, N = items.shape
     pos = torch.arange(N, device=items.device).expand(B, N)
-    order, spos, same = _runs(items, real)
+    order, spos, same, run = sorted_runs if sorted_runs is not None else runs(items, real)
     nxt_sorted = torch.where(same, spos[:, 1:], N)
     nxt_sorted = torch.cat([nxt_sorted, torch.full((B, 1), N, dtype=nxt_sorted.dtype, device=items.device)], 1)
     j = torch.arange(N, device=items.device).expand(B, N)
     start = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=items.device), ~same], 1)  # (B, N): a run begins
-    run = start.long().cumsum(1) - 1  # (B, N): the run (one item's events, or one pad) each entry belongs to
     # where each run begins, scattered by run (column N takes the entries that begin none, and is dropped)
     begin = torch.zeros(B, N + 1, dtype=j.dtype, device=items.device).scatter(1, torch.where(start, run, N), j)
     rank = j - begin.gather(1, run) + 1  # 1-based place of the entry within its item's run
@@ -77,14 +90,13 @@ def occurrences(items: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(real, count, 0), torch.where(real, nxt, N)
 
 
-def log_decayed_counts(items: Tensor, real: Tensor, log_gamma: Tensor) -> Tensor:
+def log_decayed_counts(items: Tensor, real: Tensor, log_gamma: Tensor, sorted_runs: Runs | None = None) -> Tensor:
     """items [B,N], real [B,N], log_gamma [G] (< 0) -> [B,N,G]: log Σ_{j <= m, real, item j = item m} γ^(m - j),
     the decayed count of item m's occurrences up to m (0 where not real). Per item run of the sorted row, a
     logcumsumexp of -j log γ (float64; each run is lifted above all earlier runs of the row so that they vanish
     from its sums, never a positive exponent outside the log), then + m log γ."""
     B, N = items.shape
-    order, spos, same = _runs(items, real)
-    run = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=items.device), (~same).long().cumsum(1)], 1)
+    order, spos, _, run = sorted_runs if sorted_runs is not None else runs(items, real)
     lg = log_gamma.to(torch.float64)
     v = -spos[..., None].double() * lg  # (B, N, G), in [0, N |log γ|]
     lift = float(N) * float(-lg.min()) + 64.0 if lg.numel() else 0.0  # > the spread of v: earlier runs underflow
@@ -117,7 +129,8 @@ class RepeatHead(nn.Module):
         B, N = items.shape
         T = h.shape[1]
         real = mask & (items > 0)
-        count, nxt = occurrences(items, real)  # (B, N): the count of item m up to m; its next copy after m
+        sorted_runs = runs(items, real)  # one sort per row, shared with the decayed counts
+        count, nxt = occurrences(items, real, sorted_runs)  # (B, N): the count of item m up to m; its next copy after m
         t = torch.arange(N - T, N, device=items.device)[None, :, None]  # (1, T, 1)
         m = torch.arange(N, device=items.device)[None, None, :]  # (1, 1, N)
         # m is the item's last occurrence up to t: m <= t < its next copy; its count up to t is then its count at m
@@ -132,7 +145,7 @@ class RepeatHead(nn.Module):
         if not isinstance(lg, Tensor) or w is None:
             return slots
         # Σ_g w_g (log D_g(m) + (t - m) log γ_g): the G axis is summed before the (T, N) pairs are formed
-        ld = log_decayed_counts(items, real, lg) @ w  # (B, N)
+        ld = log_decayed_counts(items, real, lg, sorted_runs) @ w  # (B, N)
         decay = ld[:, None, :] + age * (lg @ w)  # (B, T, N)
         return Slots(slots.item, torch.where(valid, slots.bias + SCALE * decay, 0.0))
 

@@ -7,6 +7,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+from longrec.config import ModelConfig
 from longrec.errors import CheckpointError
 from longrec.train.runfiles import read_run_json
 
@@ -44,7 +45,8 @@ def row(res: dict[str, Any], run: str, split: str = "test") -> list[str]:
         decays = "/".join(f"{g:g}" for g in m.get("repeat_decays", ()))
         model += " + repeat head" * bool(m.get("repeat")) + f" (decays {decays})" * bool(decays)
         model += " + time gaps" * (m.get("time", "none") != "none")
-        model += f" dropout={m.get('dropout', 0.2):g}" * (m.get("dropout", 0.2) != 0.2)
+        dropout = m.get("dropout", ModelConfig.dropout)
+        model += f" dropout={dropout:g}" * (dropout != ModelConfig.dropout)  # named where not the default
         model += f"; {training_objective(cfg['train'])}"
     return [
         run, cfg["data"]["name"], model, f"{t['ndcg@10']:.4f}", f"{t['recall@10']:.4f}", f"{t['mrr@10']:.4f}",
