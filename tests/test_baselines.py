@@ -111,3 +111,49 @@ def test_unknown_baseline_and_bad_args_are_config_errors() -> None:
         load_config("popularity", ["model.baseline=nope"])
     with pytest.raises(ConfigError, match="model.baseline_args.window"):
         load_config("personal-frequency", ["model.baseline_args={window: 3}"])
+
+
+def _knn_brute(seqs: list[list[int]], n: int, span: int, history: list[int], decay: float) -> np.ndarray:
+    """The item-kNN score of every item 0..n-1, from the formula written out by loops."""
+    c, cnt = np.zeros((n, n)), np.zeros(n)
+    for s in seqs:
+        for t, j in enumerate(s):
+            cnt[j] += 1
+            for i in s[t + 1 : t + 1 + span]:
+                c[j, i] += 1
+    sim = c / np.sqrt(np.maximum(np.outer(cnt, cnt), 1.0))
+    return sum(decay ** (len(history) - 1 - a) * sim[j] for a, j in enumerate(history))
+
+
+@pytest.mark.parametrize(("span", "decay", "chunk"), [(1, 1.0, 100), (3, 1.0, 2), (2, 0.7, 3)])
+def test_item_knn_scores_equal_the_co_occurrence_formula_then_popularity(span: int, decay: float,
+                                                                         chunk: int) -> None:
+    rng = np.random.default_rng(span)
+    seqs = [rng.integers(1, 7, rng.integers(1, 9)).tolist() for _ in range(12)]
+    counts = torch.from_numpy(np.bincount(np.concatenate(seqs), minlength=7).astype(np.float64))
+    knn = build_baseline("item_knn", counts, 10, {"span": span, "decay": decay},
+                         lambda: (np.asarray(s) for s in seqs))
+    histories = [[3, 1, 4], [6], [2, 2, 5, 1]]
+    items, mask = window(*histories)
+    q = knn.encode(items, mask)
+    got = torch.cat([knn.scores(q, c0, min(c0 + chunk, 7)) for c0 in range(0, 7, chunk)], dim=1)  # chunked
+    for b, h in enumerate(histories):
+        want = _knn_brute(seqs, 7, span, h, decay)
+        pop = knn.pop.numpy()
+        expect = np.where(want > 0, 1.0 + want, pop)
+        np.testing.assert_allclose(got[b, 1:].numpy(), expect[1:], rtol=1e-12)  # column 0 (PAD) is banned anyway
+    with pytest.raises(ConfigError, match="training sequences"):
+        build_baseline("item_knn", counts, 10, {})
+
+
+def test_item_knn_runs_end_to_end_and_its_args_are_range_checked(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    c = repeat_corpus()
+    log.write_text("".join(f"{u} {i}\n" for u in range(c.num_users) for i in c.seq(u)))
+    res = fit(load_config("item-knn", [f"data.name={log}", "eval.mask_history=false"]), tmp_path / "run")
+    pop = fit(load_config("popularity", [f"data.name={log}", "eval.mask_history=false"]), tmp_path / "pop")
+    # each user cycles through 3 of 30 items: their neighbours are mostly each other, far above popularity
+    assert res["test"]["recall@5"] > 0.9 > 0.5 > pop["test"]["recall@5"]
+    assert evaluate_run(tmp_path / "run", mask_history=False)["metrics"] == res["test"]
+    with pytest.raises(ConfigError, match="model.baseline_args.span"):
+        load_config("item-knn", ["model.baseline_args.span=0"])

@@ -69,6 +69,7 @@ MIXER_RANGES: dict[str, dict[str, Range]] = {
 # the same for the counted baselines' model.baseline_args
 BASELINE_RANGES: dict[str, dict[str, Range]] = {
     "personal": {"decay": Range(0, 1, lo_open=True)},  # 1 = plain counts; 0 would weigh every event but the newest 0
+    "item_knn": {"decay": Range(0, 1, lo_open=True), "span": POSITIVE},
 }
 
 MIXER_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {

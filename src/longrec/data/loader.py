@@ -135,3 +135,11 @@ def train_item_counts(splits: Splits, block: int = 1 << 22) -> np.ndarray:
         counts += np.bincount(np.asarray(c.items[off[u] : off[v]])[pos], minlength=c.num_items + 1)
         u = v
     return counts.astype(np.float64)
+
+
+def train_sequences(splits: Splits) -> Iterator[np.ndarray]:
+    """The training part seq[:train_end] of every user's sequence (item indices), one user at a time."""
+    c = splits.corpus
+    for u, end in enumerate(splits.train_ends.tolist()):
+        if end:
+            yield np.asarray(c.items[c.offsets[u] : c.offsets[u] + end])

@@ -10,7 +10,7 @@ import torch
 
 from longrec.baselines import build_baseline
 from longrec.config import ExperimentConfig
-from longrec.data.loader import train_item_counts
+from longrec.data.loader import train_item_counts, train_sequences
 from longrec.data.split import Splits
 from longrec.scoring import Scorer
 from longrec.train.checkpoint import write_json
@@ -39,4 +39,5 @@ def fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
 def baseline_scorer(cfg: ExperimentConfig, splits: Splits) -> Scorer:
     """The config's counted baseline over the training part of `splits`."""
     counts = torch.from_numpy(train_item_counts(splits))
-    return build_baseline(cfg.model.baseline, counts, cfg.model.max_len, cfg.model.baseline_args)
+    return build_baseline(cfg.model.baseline, counts, cfg.model.max_len, cfg.model.baseline_args,
+                          lambda: train_sequences(splits))
