@@ -1,4 +1,8 @@
-"""StateStore in one SQLite file (the default store): WAL journal, safetensors blobs, one connection per thread."""
+"""StateStore in one SQLite file (the default store): WAL journal, format-2 blobs, one connection per thread.
+
+Writes are compare-and-set on each record's version inside a `BEGIN IMMEDIATE` transaction, so several processes
+(`longrec serve --workers K`) may share one file: a worker whose cached record is stale gets a VersionConflict and
+retries from the stored one. `applied` keeps every applied (user, event id) in the order applied (its rowid)."""
 
 from __future__ import annotations
 
@@ -10,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from longrec.serve.record_codec import decode_record, encode_record
-from longrec.serve.store import EventKey, StoreBatch, StoreError, UserRecord
+from longrec.serve.store import EventKey, StoreBatch, StoreError, UserRecord, VersionConflict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (user TEXT PRIMARY KEY, state BLOB NOT NULL, seen BLOB NOT NULL,
-                                  events INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS applied (user TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user, event_id))
-    WITHOUT ROWID;
+                                  events INTEGER NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS applied (user TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user, event_id));
 """
 CHUNK = 400  # bound variables per statement, under SQLite's old limit of 999
 
@@ -30,9 +33,17 @@ def _chunks(xs: list[Any], n: int = CHUNK) -> Iterator[list[Any]]:
 def _get(conn: sqlite3.Connection, users: Sequence[str]) -> dict[str, UserRecord]:
     out: dict[str, UserRecord] = {}
     for part in _chunks(list(dict.fromkeys(users))):
-        sql = f"SELECT user, state, seen, events FROM users WHERE user IN ({', '.join('?' * len(part))})"
-        for user, state, seen, events in conn.execute(sql, part):
-            out[user] = decode_record(user, state, seen, events)
+        sql = f"SELECT user, state, seen, events, version FROM users WHERE user IN ({', '.join('?' * len(part))})"
+        for user, state, seen, events, version in conn.execute(sql, part):
+            out[user] = decode_record(user, state, seen, events, version)
+    return out
+
+
+def _versions(conn: sqlite3.Connection, users: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in _chunks(users):
+        sql = f"SELECT user, version FROM users WHERE user IN ({', '.join('?' * len(part))})"
+        out.update(conn.execute(sql, part).fetchall())
     return out
 
 
@@ -43,15 +54,28 @@ class _SQLiteBatch:
     def get(self, users: Sequence[str]) -> dict[str, UserRecord]:
         return _get(self.conn, users)
 
-    def put(self, records: Mapping[str, UserRecord]) -> None:
-        rows = [(u, *encode_record(r)) for u, r in records.items()]
-        self.conn.executemany("INSERT OR REPLACE INTO users (user, state, seen, events) VALUES (?, ?, ?, ?)", rows)
+    def put(self, records: Mapping[str, UserRecord], blobs: Sequence[tuple[bytes, bytes]] | None = None) -> None:
+        """Compare-and-set (the write lock is held, so check-then-write is atomic); `blobs`: the records' encoded
+        (state, seen), when the caller encoded a batch at once."""
+        stored = _versions(self.conn, list(records))
+        stale = {u for u, r in records.items() if stored.get(u, 0) != r.version}
+        if stale:
+            raise VersionConflict(stale)
+        rows = ([(u, *encode_record(r), r.version + 1) for u, r in records.items()] if blobs is None else
+                [(u, st, seen, r.events, r.version + 1) for (u, r), (st, seen) in zip(records.items(), blobs,
+                                                                                        strict=True)])
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO users (user, state, seen, events, version) VALUES (?, ?, ?, ?, ?)", rows
+        )
 
     def applied(self, keys: Sequence[EventKey]) -> set[EventKey]:
+        """A keyed lookup of these keys (a join on the primary key; `(user, event_id) IN (VALUES ...)` would
+        scan every applied event)."""
         found: set[EventKey] = set()
         for part in _chunks(list(dict.fromkeys(keys)), CHUNK // 2):
             values = ", ".join(["(?, ?)"] * len(part))
-            sql = f"SELECT user, event_id FROM applied WHERE (user, event_id) IN (VALUES {values})"
+            sql = (f"SELECT a.user, a.event_id FROM (VALUES {values}) AS k CROSS JOIN applied AS a "
+                   "ON a.user = k.column1 AND a.event_id = k.column2")
             found.update((u, e) for u, e in self.conn.execute(sql, [x for key in part for x in key]))
         return found
 
@@ -72,10 +96,16 @@ class SQLiteStore:
         self._writer = threading.Lock()  # one writing thread per process; other processes wait in BEGIN IMMEDIATE
         self._conns: list[sqlite3.Connection] = []
         try:
-            self._conn().executescript(SCHEMA)
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
         except sqlite3.DatabaseError as e:
             self.close()
             raise StoreError(f"{self.path}: not a usable SQLite state store ({e})") from None
+        if "version" not in columns:
+            self.close()
+            raise StoreError(f"{self.path}: a state store of an older longrec (record format 1, no versions); "
+                             "start from a new store file (--store), or --prefill one")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -125,6 +155,10 @@ class SQLiteStore:
 
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM users").fetchone()[0])
+
+    def applied_log(self, user: str) -> list[str]:
+        rows = self._conn().execute("SELECT event_id FROM applied WHERE user = ? ORDER BY rowid", (user,))
+        return [e for (e,) in rows]
 
     def close(self) -> None:
         with self._lock:
