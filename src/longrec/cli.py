@@ -144,11 +144,19 @@ def _synth(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     try:
-        from longrec.serve.app import serve_main
-    except ImportError:
-        raise LongrecError("serving needs fastapi and uvicorn (pip install 'longrec[serve]')") from None
-    serve_main(args.run_dir, args.store or Path(args.run_dir) / "serve-state.db", args.host, args.port,
-               prefill=args.prefill, log_level=args.log_level)
+        import fastapi  # noqa: F401
+        import httptools  # noqa: F401
+        import orjson  # noqa: F401
+        import uvicorn  # noqa: F401
+        import uvloop  # noqa: F401
+    except ImportError as e:
+        raise LongrecError(f"serving needs the serve extra: pip install 'longrec[serve]' ({e})") from None
+    from longrec.serve.process import ServeOptions, serve_main
+
+    serve_main(ServeOptions(
+        str(args.run_dir), str(args.store or Path(args.run_dir) / "serve-state.db"), args.host, args.port,
+        args.prefill, args.log_level, args.workers, args.threads, args.max_batch, args.batch_wait_ms, args.cache_mib,
+    ))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="before serving, store the state of every user of the run's corpus (whole histories)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                     help="uvicorn's log level (warning: no access log)")
+    sv.add_argument("--workers", type=argtypes.positive_int, default=1,
+                    help="server processes on the port, sharing the store (compare-and-set writes); default 1")
+    sv.add_argument("--threads", type=argtypes.int_in(1, argtypes.MAX_THREADS), default=1, help="torch threads per worker (default 1)")
+    sv.add_argument("--max-batch", type=argtypes.positive_int, default=512,
+                    help="events applied per micro-batch: one state update and one store commit (default 512)")
+    sv.add_argument("--batch-wait-ms", type=argtypes.non_negative_float, default=0.0,
+                    help="how long a micro-batch waits for more requests; 0 (default): those already queued")
+    sv.add_argument("--cache-mib", type=argtypes.non_negative_float, default=256.0,
+                    help="hot user states kept in memory per worker, in MiB (default 256; 0: none)")
     sv.set_defaults(func=_serve)
     for sp in sub.choices.values():  # an unrecognised argument is reported by the subcommand it was given to
         sp.set_defaults(parser=sp)

@@ -36,6 +36,7 @@ class Request:
     items: Sequence[int]
 
 
+@torch.inference_mode()
 def apply_requests(rec: Recommender, requests: Sequence[Request]) -> list[Applied]:
     """Apply the requests in order, as if one after the other, in one store transaction; per request its counts."""
     for _ in range(MAX_ATTEMPTS):
