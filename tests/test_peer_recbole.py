@@ -67,12 +67,12 @@ def test_recbole_config_refuses_what_recbole_sasrec_lacks() -> None:
         pr.recbole_config(cfg, pr.PeerConfig(), Path("/d"))
 
 
-def test_driver_command_runs_this_module_in_the_peer_venv_with_only_longrec_and_benchmarks_on_the_path(
+def test_driver_command_runs_the_driver_module_in_the_peer_venv_with_only_longrec_and_benchmarks_on_the_path(
         tmp_path: Path) -> None:
     job = tmp_path / "work" / "job.json"
     job.parent.mkdir()
     argv, env = pr.driver_command(Path("venv"), job, threads=1)
-    assert argv == [str(Path("venv").absolute() / "bin" / "python"), "-m", "benchmarks.peer_recbole", "--drive",
+    assert argv == [str(Path("venv").absolute() / "bin" / "python"), "-m", "benchmarks.recbole_driver",
                     str(job.resolve())]
     shim = Path(env["PYTHONPATH"])
     assert sorted(p.name for p in shim.iterdir()) == ["benchmarks", "longrec"]

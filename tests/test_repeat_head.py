@@ -255,7 +255,7 @@ def test_the_decay_terms_add_w_times_the_log_decayed_count_of_the_item_at_t() ->
 
 
 def test_repeat_decays_are_checked_and_old_runs_keep_their_weights() -> None:
-    with pytest.raises(ConfigError, match="model.repeat_decays' needs model.repeat=true"):
+    with pytest.raises(ConfigError, match=r"model.repeat_decays' \(\(0.9,\)\) needs model.repeat=true"):
         load_config("lrurec", ["model.repeat_decays=[0.9]"])
     with pytest.raises(ConfigError, match="repeat_decays"):
         load_config("lrurec", ["model.repeat=true", "model.repeat_decays=[1.0]"])

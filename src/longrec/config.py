@@ -275,14 +275,12 @@ def validate(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config: '{path}' must be one of {', '.join(choices)}, got {value!r}")
     check_numbers(cfg)  # every numeric field against its range (config_ranges.RANGES), NaN and inf refused
     check_name(cfg.name)
-    if cfg.model.repeat_decays and not cfg.model.repeat:
-        raise ConfigError("config: 'model.repeat_decays' needs model.repeat=true (they are the repeat head's terms)")
     # torch is imported only once the plain fields are checked
     from longrec.config_rules import check_baseline_args, check_cross_fields, check_mixer_args
     from longrec.objectives import check_objective
     from longrec.train.losses import check_loss
 
-    check_cross_fields(cfg)  # model.dim by model.heads, the temporal cuts' order, last_targets within max_len
+    check_cross_fields(cfg)  # dim by heads, the temporal cuts' order, last_targets, repeat_decays
     check_objective(cfg)  # the objective's and the loss's names and rules, each owned by its registry entry
     check_loss(cfg)
     if cfg.model.baseline:

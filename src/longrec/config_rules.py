@@ -38,6 +38,8 @@ CROSS_FIELD: list[Rule] = [
          "must be below 'data.temporal_test' ({cfg.data.temporal_test})"),
     Rule("train.last_targets", lambda c, a: c.train.last_targets <= c.model.max_len,
          "must be at most 'model.max_len' ({cfg.model.max_len}): a window has no more positions (0 = every one)"),
+    Rule("model.repeat_decays", lambda c, a: not c.model.repeat_decays or c.model.repeat,
+         "needs model.repeat=true (they are the repeat head's terms)"),
 ]
 
 _ARGS = "model.mixer_args"

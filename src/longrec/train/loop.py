@@ -135,14 +135,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
         val = evaluate(scorer, splits, splits.valid, cfg.eval, device, seed=cfg.seed, dist=d)
         dt = time.time() - t0
         metric = val["metrics"][cfg.eval.metric]
-        prog.epoch, prog.train_seconds = epoch, prog.train_seconds + dt
-        prog.wall_seconds = wall_before + time.time() - wall0
-        prog.epoch_seconds.append(dt)
-        improved = metric > prog.best
-        if improved:
-            prog.best, prog.best_epoch, prog.bad_epochs, prog.seconds_to_best = metric, epoch, 0, prog.train_seconds
-        else:
-            prog.bad_epochs += 1
+        improved = _advance(prog, epoch, dt, metric, wall_before + time.time() - wall0)
         if d.main:
             _save_epoch(run_dir, model, opt, prog, improved, {"epoch": epoch, "loss": loss, "seconds": dt,
                                                               "valid": val["metrics"]})
@@ -153,6 +146,17 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
             break
     barrier(d)  # best.safetensors is complete before any rank reads it
     return finish(cfg, run_dir, scorer, splits, prog, device, wall_before + time.time() - wall0, origin, d)
+
+
+def _advance(prog: Progress, epoch: int, seconds: float, metric: float, wall_seconds: float) -> bool:
+    """Count a finished epoch of `seconds` into prog (best, patience, times); True when it improved the metric."""
+    prog.epoch, prog.train_seconds, prog.wall_seconds = epoch, prog.train_seconds + seconds, wall_seconds
+    prog.epoch_seconds.append(seconds)
+    if metric > prog.best:
+        prog.best, prog.best_epoch, prog.bad_epochs, prog.seconds_to_best = metric, epoch, 0, prog.train_seconds
+        return True
+    prog.bad_epochs += 1
+    return False
 
 
 def _start(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: Splits, d: Dist,
