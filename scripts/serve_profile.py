@@ -79,10 +79,11 @@ def _profile_off_thread(prof: cProfile.Profile) -> None:
 
 
 def _print(prof: cProfile.Profile, top: int, title: str) -> None:
+    prof.create_stats()
+    if not prof.stats:  # type: ignore[attr-defined]  # nothing ran in that thread
+        return
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
-    if not stats.stats:  # type: ignore[attr-defined]
-        return
     stats.sort_stats("cumulative").print_stats(top)
     print(f"--- {title}\n{out.getvalue()}")
 

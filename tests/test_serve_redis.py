@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not o
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A throw-away redis-server on a free loopback port, no persistence; its URL."""
-    from longrec.bench.loadtest import free_port
+    from longrec.bench.serve_proc import free_port
 
     assert REDIS_SERVER is not None
     port, work = free_port(), tmp_path_factory.mktemp("redis")

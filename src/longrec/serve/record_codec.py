@@ -27,13 +27,14 @@ DTYPES = {c: d for d, c in CODES.items()}
 Layout = tuple[tuple[str, torch.dtype, tuple[int, ...], int], ...]  # (name, dtype, shape, nbytes) per tensor
 
 
-def _header(names: list[str], tensors: list[Tensor]) -> bytes:
-    """The header of rows shaped like tensors[i][0] (batched) for each name."""
-    parts = [struct.pack("<H", len(names))]
-    for name, t in zip(names, tensors, strict=True):
+@lru_cache(maxsize=4096)
+def _header(layout: tuple[tuple[str, torch.dtype, tuple[int, ...]], ...]) -> bytes:
+    """The header of rows with these (name, dtype, row shape): cached, as every user of a model shares one (and
+    seen sets share one per length)."""
+    parts = [struct.pack("<H", len(layout))]
+    for name, dtype, shape in layout:
         raw = name.encode()
-        shape = t.shape[1:]
-        parts.append(struct.pack(f"<H{len(raw)}sBB{len(shape)}I", len(raw), raw, CODES[t.dtype], len(shape), *shape))
+        parts.append(struct.pack(f"<H{len(raw)}sBB{len(shape)}I", len(raw), raw, CODES[dtype], len(shape), *shape))
     body = b"".join(parts)
     return MAGIC + struct.pack("<I", len(body)) + body
 
@@ -48,7 +49,7 @@ def encode_rows(state: Mapping[str, Tensor]) -> list[bytes]:
     """One blob per row of a batched state dict ([B, ...] tensors): the header is built once for all rows."""
     names = sorted(state)
     tensors = [state[k] for k in names]
-    head = _header(names, tensors)
+    head = _header(tuple((k, t.dtype, tuple(t.shape[1:])) for k, t in zip(names, tensors, strict=True)))
     views = [_bytes_view(t) for t in tensors]
     rows = tensors[0].shape[0] if tensors else 0
     return [head + b"".join(v[b].tobytes() for v in views) for b in range(rows)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from torch import Tensor
@@ -41,7 +41,7 @@ class UserRecord:
 
     def written(self) -> UserRecord:
         """This record as the store holds it after put() wrote it (compare-and-set on `version`)."""
-        return replace(self, version=self.version + 1)
+        return UserRecord(self.state, self.seen, self.events, self.version + 1)
 
 
 class StoreBatch(Protocol):
