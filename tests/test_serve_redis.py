@@ -143,6 +143,32 @@ def test_store_writes_are_compare_and_set_on_the_version(make_store: Callable[[s
     b.close()
 
 
+def test_two_recommenders_on_one_store_retry_on_version_conflicts(
+    run: Path, make_store: Callable[[str], StateStore], tmp_path: Path
+) -> None:
+    """Two workers' Recommenders, each with its own cache: a stale cached state is caught by compare-and-set,
+    re-read and recomputed, so the final state is a replay of the events in the order the store applied them."""
+    a, b = (Recommender.load(run, store=make_store("two")) for _ in range(2))
+    a.sole_writer = b.sole_writer = False  # as `longrec serve --workers 2`: reads go to the store
+    items = [a.item_ids[i] for i in (2, 8, 5, 13, 9)]
+    assert a.observe("u", items[0], "a1")  # a caches u
+    assert b.observe("u", items[1], "b1") and b.observe("u", items[2], "b2")  # a's cache is now stale
+    assert a.observe("u", items[3], "a2")  # conflict, retry from the stored record
+    assert not a.observe("u", items[1], "b1")  # b's event is seen as applied through a
+    assert b.observe("u", items[4], "b3")
+    log = a.store.applied_log("u")
+    assert log == ["a1", "b1", "b2", "a2", "b3"]
+    by_id = dict(zip(["a1", "b1", "b2", "a2", "b3"], items, strict=True))
+    replay = Recommender.load(run, store=tmp_path / "replay.db")
+    replay.observe_many([Event("u", by_id[e], e) for e in log])
+    for r in (a, b):
+        assert r.store.get(["u"])["u"].events == 5
+        assert_same(r.recommend("u", k=5), replay.recommend("u", k=5))
+    assert_same(replay.recommend("u", k=5), reference(replay, [2, 8, 5, 13, 9], 5))
+    for r in (a, b, replay):
+        r.close()
+
+
 def test_store_urls(redis_url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unsupported scheme 'postgres'"):
         open_store("postgres://x/y")

@@ -6,6 +6,7 @@ micro-batcher (batcher.py), whichever of the two parses it."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -111,6 +112,7 @@ def create_fastapi_app(batcher: Batcher) -> FastAPI:
     def healthz() -> dict[str, Any]:
         return {
             "status": "ok",
+            "pid": os.getpid(),  # which worker answered (`longrec serve --workers K`)
             "model": rec.name,
             "streaming": rec.mode.value,
             "items": len(rec.item_index),
