@@ -312,3 +312,21 @@ def test_state_blobs_round_trip_row_by_row_and_batched() -> None:
         decode("u", encode(tensors)[:-3])
     with pytest.raises(StoreError, match="corrupt"):
         decode("u", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")  # a format-1 (safetensors) blob
+
+
+def test_a_store_of_the_old_record_format_is_refused_in_one_line(
+    runs: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    from longrec.cli import main as cli_main
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:  # format 1: safetensors blobs, no versions
+        conn.executescript("CREATE TABLE users (user TEXT PRIMARY KEY, state BLOB NOT NULL, seen BLOB NOT NULL, "
+                           "events INTEGER NOT NULL);")
+    run = runs("gru4rec")
+    capsys.readouterr()  # the fixture's training output
+    assert cli_main(["serve", str(run), "--store", str(old)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "older longrec (record format 1" in err and str(old) in err

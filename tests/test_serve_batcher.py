@@ -26,9 +26,9 @@ def _requests(rec: Recommender, seed: int) -> list[list[Event]]:
     rng = random.Random(seed)
     users = ["a", "b", "c", "7"]
     out = []
-    for r in range(40):
+    for _ in range(40):
         out.append([Event(rng.choice(users), rng.choice(rec.item_ids[1:]),
-                          None if rng.random() < 0.2 else f"e{rng.randrange(30)}") for _ in range(rng.randint(1, 4))])
+                          None if rng.random() < 0.2 else f"e{rng.randrange(30)}") for _j in range(rng.randint(1, 4))])
     return out
 
 

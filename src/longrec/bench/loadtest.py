@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -226,7 +226,8 @@ def run_loadtest(run_dir: Path, opts: LoadOptions, store: str = "", work_dir: Pa
             results, _, _ = run_clients(server.url, crash, opts.batch, server, int(opts.kill_at * opts.crash_events))
             server = Server(run_dir, store, work / "server.log", opts)  # restarted on the same store
             dups = [rng.sample(r.acked, int(opts.dup_fraction * len(r.acked))) for r in results]
-            resent, _, _ = run_clients(server.url, [d + r.unacked for d, r in zip(dups, results, strict=True)], opts.batch)
+            again = [d + r.unacked for d, r in zip(dups, results, strict=True)]
+            resent, _, _ = run_clients(server.url, again, opts.batch)
             sent, n_dups = [e for c in first + crash for e in c], sum(map(len, dups))
             report["durability"] = {
                 "acknowledged_before_kill": sum(len(r.acked) for r in results),
@@ -246,7 +247,7 @@ def run_loadtest(run_dir: Path, opts: LoadOptions, store: str = "", work_dir: Pa
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
-    kinds = {"reads_per_s": non_negative_float, "server_args": str}
+    kinds: dict[str, Callable[[str], Any]] = {"reads_per_s": non_negative_float, "server_args": str}
     for f in (f for f in fields(LoadOptions) if "help" in f.metadata):
         kind = kinds.get(f.name, fraction if isinstance(f.default, float) else positive_int)
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=f.metadata["help"])

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,8 @@ class Server:
         cmd += ["--log-level", "warning", *(["--prefill"] if opts.prefill else []), *shlex.split(opts.server_args)]
         with open(log, "ab") as out:
             env = {**os.environ, "OMP_NUM_THREADS": str(opts.server_threads)}
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+            # its own process group: a kill reaches the workers of `--workers K` too, as a crash of the machine would
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + opts.start_timeout_s
         while self.proc.poll() is None and time.monotonic() < deadline:
             with contextlib.suppress(httpx.TransportError):
@@ -49,13 +51,14 @@ class Server:
         raise LongrecError(f"longrec serve {why}:\n{tail}")
 
     def kill(self) -> None:
-        """SIGKILL (no shutdown handler runs, as in a crash), unless it has already ended."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL to the whole process group (no shutdown handler runs, as in a crash)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
     def stop(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()  # the supervisor of --workers stops its workers
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -10,7 +10,7 @@ stays the specification: the same answers, the same 4xx JSON, the same OpenAPI s
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,8 +20,8 @@ from longrec.serve.batcher import Batcher
 from longrec.serve.store import StoreError
 from longrec.serve.types import Event, ServeError
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]

@@ -62,7 +62,8 @@ class Batcher:
                 continue
             try:
                 counts = apply_requests(self.rec, [r for r, _ in batch])
-            except Exception as e:  # the store failed: every request of the batch gets the error
+            except Exception as e:  # noqa: BLE001  # the store failed (or a bug): every request of the batch gets it,
+                # none is left waiting
                 for _, f in batch:
                     if not f.done():
                         f.set_exception(e)

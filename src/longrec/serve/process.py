@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,7 +56,8 @@ def serve_main(opts: ServeOptions) -> None:
     """Load the run, open the store (prefilled first, once, when asked) and serve HTTP until interrupted."""
     import uvicorn
 
-    server = {"host": opts.host, "port": opts.port, "log_level": opts.log_level, "loop": "uvloop", "http": "httptools"}
+    server: dict[str, Any] = {"host": opts.host, "port": opts.port, "log_level": opts.log_level, "loop": "uvloop",
+                              "http": "httptools"}
     if opts.workers == 1:
         app, rec = _app(opts, opts.prefill)
         try:

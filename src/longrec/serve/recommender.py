@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,6 +92,7 @@ class Recommender:
         self._streamer: Streamer | None = kind(model, mask_token_id) if kind else None
         self.cache = StateCache(int(cache_mib * 2**20))
         self.sole_writer = True  # recommend() may read the cache; False when other workers write the same store
+        self.write_lock = threading.Lock()  # writer.apply_requests: one batch at a time in this process
         store.bind(fingerprint)
 
     @classmethod

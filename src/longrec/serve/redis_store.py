@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from longrec.errors import ConfigError
@@ -44,7 +45,9 @@ local at = 3 + n * 5
 for j = 1, m do
   local c = tonumber(ARGV[at])
   for k = 1, c do
-    if redis.call('SADD', KEYS[n + 2 * j], ARGV[at + k]) == 1 then redis.call('RPUSH', KEYS[n + 2 * j + 1], ARGV[at + k]) end
+    if redis.call('SADD', KEYS[n + 2 * j], ARGV[at + k]) == 1 then
+      redis.call('RPUSH', KEYS[n + 2 * j + 1], ARGV[at + k])
+    end
   end
   at = at + c + 1
 end
@@ -86,7 +89,8 @@ class _RedisBatch:
         return {**out, **{u: self.records[u].written() for u in users if u in self.records}}
 
     def put(self, records: Mapping[str, UserRecord], blobs: Sequence[tuple[bytes, bytes]] | None = None) -> None:
-        for (u, r), blob in zip(records.items(), blobs or [None] * len(records), strict=True):
+        given: Sequence[tuple[bytes, bytes] | None] = blobs or [None] * len(records)
+        for (u, r), blob in zip(records.items(), given, strict=True):
             if u in self.records:  # written twice in one batch: compare against what this batch read first
                 r = UserRecord(r.state, r.seen, r.events, self.records[u].version)
             self.records[u] = r
@@ -107,7 +111,8 @@ class _RedisBatch:
         by_user: dict[str, list[str]] = {}
         for user, event in self.keys:
             by_user.setdefault(user, []).append(event)
-        k, argv = self.store.key, [len(self.records), len(by_user)]
+        k = self.store.key
+        argv: list[Any] = [len(self.records), len(by_user)]
         keys = [k("users"), *(k("user", u) for u in self.records)]
         for u, r in self.records.items():
             argv += [u, r.version, *self.blobs[u], r.events]
@@ -148,7 +153,8 @@ class RedisStore:
                 f"{fingerprint[:12]}); use another Redis database or ?prefix="
             )
         with _unavailable(self.url):
-            old = fmt is None and bool(self.r.scard(self.key("users"))) or fmt is not None and fmt.decode() != FORMAT
+            held_fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+            old = held_fmt is None and bool(self.r.scard(self.key("users"))) or held_fmt not in (None, FORMAT)
             if fmt is None and not old:
                 self.r.set(self.key("format"), FORMAT)
         if old:

@@ -106,8 +106,8 @@ class SQLiteStore:
             raise StoreError(f"{self.path}: not a usable SQLite state store ({e})") from None
         if "version" not in columns:
             self.close()
-            raise StoreError(f"{self.path}: a state store of an older longrec (record format 1, no versions); "
-                             "start from a new store file (--store), or --prefill one")
+            raise StoreError(f"{self.path}: a state store of an older longrec (record format 1, no versions); serve "
+                             "from a new store file (--store NEW.db; --prefill rebuilds the corpus users' states)")
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
         self._checkpointer.start()

@@ -4,12 +4,15 @@ Per batch: the applied-key lookup of the batch's own keys (duplicates, within th
 the users' records (cache, else store, else corpus history, else empty), one Streamer.extend over the stacked
 states (users advance together, each in its own event order), and one compare-and-set write of every new record
 with the new event keys. A VersionConflict (another worker wrote some of these users) drops them from the cache
-and recomputes the whole batch from the stored records; nothing is acknowledged before its commit.
+and recomputes the whole batch from the stored records after a short jittered backoff (within a process,
+one batch writes at a time, so conflicts come from other processes); nothing is acknowledged before its commit.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,7 +28,8 @@ from longrec.serve.types import Applied, Event
 if TYPE_CHECKING:
     from longrec.serve.recommender import Recommender
 
-MAX_ATTEMPTS = 20  # compare-and-set retries of one batch before the service answers 503
+MAX_ATTEMPTS = 50  # compare-and-set attempts of one batch before the service answers 503
+BACKOFF_S = 0.0005  # the first retry waits up to this, doubling per conflict (jittered, capped at 50 ms)
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,17 @@ class Request:
 @torch.inference_mode()
 def apply_requests(rec: Recommender, requests: Sequence[Request]) -> list[Applied]:
     """Apply the requests in order, as if one after the other, in one store transaction; per request its counts."""
-    for _ in range(MAX_ATTEMPTS):
-        try:
-            with rec.store.batch() as txn:
-                counts, written = _apply_once(rec, txn, requests)
-        except VersionConflict as e:
-            rec.cache.drop(e.users)
-            continue
-        rec.cache.put({u: r.written() for u, r in written.items()})  # the store's versions, now committed
-        return counts
+    with rec.write_lock:  # one batch at a time per process: conflicts come only from other processes
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                with rec.store.batch() as txn:
+                    counts, written = _apply_once(rec, txn, requests)
+            except VersionConflict as e:
+                rec.cache.drop(e.users)
+                time.sleep(random.uniform(0, min(0.05, BACKOFF_S * 2**attempt)))  # writers on one user spread out
+                continue
+            rec.cache.put({u: r.written() for u, r in written.items()})  # the store's versions, now committed
+            return counts
     raise StoreError(f"state store: gave up after {MAX_ATTEMPTS} version conflicts in a row (too many writers "
                      "on the same users)")
 
