@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,11 @@ def test_two_workers_on_redis_apply_every_event_once_in_a_replayable_order(
     store = f"{redis_url}?prefix=workers"
     server = Server(run, store, tmp_path / "server.log", LoadOptions(server_args="--workers 2"))
     try:
-        pids = {json.loads(Http(server.url).request("GET", "/healthz")[1])["pid"] for _ in range(40)}
+        pids: set[int] = set()
+        deadline = time.monotonic() + 60  # the second worker may still be loading the model
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids.add(json.loads(Http(server.url).request("GET", "/healthz")[1])["pid"])  # a new connection each
+            time.sleep(0.05)
         assert len(pids) == 2, f"one worker answered every connection: {pids}"
         items = [str(x) for x in json.loads((run / "id_maps.json").read_text())["items"][1:]]
         sent: list[tuple[str, str, str]] = []
