@@ -59,6 +59,9 @@ class Recommender:
     Models with global mixers cannot stream (StreamingUnsupported) but still answer recommend_items.
     `mode` overrides the detected StreamMode (benchmarks: STEP on a softmax model keeps its KV cache per user,
     which grows without bound in the store).
+    Writes go through writer.apply_requests (one batched update, one compare-and-set commit per batch); hot
+    records stay in `cache` (write-through). `sole_writer` False (several workers on one store) makes recommend()
+    read the store, as another worker may have advanced a cached user.
     """
 
     def __init__(
