@@ -133,3 +133,42 @@ def test_fast_path_query_parsing() -> None:
     assert parse_query(b"exclude_seen=On&k=1000") == (1000, True)
     for q in (b"k=0", b"k=1001", b"k=abc", b"k=-1", b"k=%D9%A1", b"exclude_seen=maybe", b"other=1"):
         assert parse_query(q) is None, q  # left to FastAPI, which answers 422 (or ignores `other`)
+
+
+def test_a_batch_waits_batch_wait_ms_for_more_requests(runs: Callable[[str], Path], tmp_path: Path) -> None:  # noqa: F811
+    rec = Recommender.load(runs("gru4rec"), store=tmp_path / "s.db")
+    item = rec.item_ids[2]
+
+    async def staggered(batcher: Batcher) -> list[Applied]:
+        async def late(i: int) -> Applied:
+            await asyncio.sleep(0.01 * i)  # arrive 0, 10, 20 ms after the first
+            return await batcher.submit([Event(f"u{i}", item, "1")])
+
+        return await asyncio.gather(*(late(i) for i in range(3)))
+
+    waiting, eager = Batcher(rec, wait_ms=200.0), Batcher(rec, wait_ms=0.0)
+    assert asyncio.run(staggered(waiting)) == [Applied(1, 0)] * 3 and waiting.batches == 1  # one commit for all
+    assert asyncio.run(staggered(eager)) == [Applied(0, 1)] * 3 and eager.batches == 3  # no wait: one each
+    rec.close()
+
+
+def test_the_state_cache_evicts_the_least_recently_used_within_its_bytes() -> None:
+    from longrec.serve.states import StateCache, record_bytes
+    from longrec.serve.store import UserRecord
+
+    def rec(n: int) -> UserRecord:
+        return UserRecord({"h": torch.full((64,), float(n))}, torch.arange(3), n, n)
+
+    size = record_bytes(rec(0))
+    cache = StateCache(3 * size)
+    cache.put({"a": rec(1), "b": rec(2), "c": rec(3)})
+    assert cache.get(["a"])["a"].events == 1  # a is now the most recently used
+    cache.put({"d": rec(4)})
+    assert set(cache.get(["a", "b", "c", "d"])) == {"a", "c", "d"} and cache.bytes == 3 * size  # b evicted
+    cache.put({"a": rec(5)})  # replaced, not counted twice
+    assert cache.get(["a"])["a"].events == 5 and cache.bytes == 3 * size and len(cache) == 3
+    cache.drop(["a", "zz"])
+    assert len(cache) == 2 and cache.bytes == 2 * size
+    off = StateCache(0)
+    off.put({"a": rec(1)})
+    assert off.get(["a"]) == {} and len(off) == 0

@@ -67,6 +67,12 @@ def test_two_workers_on_redis_apply_every_event_once_in_a_replayable_order(
         assert errors == []
         served = {u: json.loads(Http(server.url).request("GET", f"/v1/users/{u}/recommendations?k=5")[1])
                   for u in USERS}
+        health = {}  # per worker: its batches and its compare-and-set retries
+        while len(health) < 2:
+            h = json.loads(Http(server.url).request("GET", "/healthz")[1])
+            health[h["pid"]] = h
+        assert all(h["batches"] > 0 for h in health.values()), health  # both workers applied events
+        print("version conflicts per worker:", {p: h["version_conflicts"] for p, h in health.items()})
     finally:
         server.stop()
     check = open_store(store)

@@ -119,6 +119,7 @@ def create_fastapi_app(batcher: Batcher) -> FastAPI:
             "users": rec.store.count(),
             "batches": batcher.batches,
             "batched_requests": batcher.batched_requests,
+            "version_conflicts": rec.conflicts,
         }
 
     @app.post("/v1/events")

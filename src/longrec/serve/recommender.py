@@ -96,6 +96,7 @@ class Recommender:
         self.cache = StateCache(int(cache_mib * 2**20))
         self.sole_writer = True  # recommend() may read the cache; False when other workers write the same store
         self.write_lock = threading.Lock()  # writer.apply_requests: one batch at a time in this process
+        self.conflicts = 0  # batches recomputed after a VersionConflict (/healthz)
         store.bind(fingerprint)
 
     @classmethod

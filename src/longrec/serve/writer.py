@@ -50,6 +50,7 @@ def apply_requests(rec: Recommender, requests: Sequence[Request]) -> list[Applie
                     counts, written = _apply_once(rec, txn, requests)
             except VersionConflict as e:
                 rec.cache.drop(e.users)
+                rec.conflicts += 1
                 time.sleep(random.uniform(0, min(0.05, BACKOFF_S * 2**attempt)))  # writers on one user spread out
                 continue
             rec.cache.put({u: r.written() for u, r in written.items()})  # the store's versions, now committed
