@@ -172,3 +172,15 @@ def test_the_state_cache_evicts_the_least_recently_used_within_its_bytes() -> No
     off = StateCache(0)
     off.put({"a": rec(1)})
     assert off.get(["a"]) == {} and len(off) == 0
+
+
+def test_serve_option_defaults_agree_with_the_code() -> None:
+    from dataclasses import fields
+
+    from longrec.cli_parser import build_parser
+    from longrec.serve.process import ServeOptions
+
+    args = build_parser().parse_args(["serve", "run"])
+    for f in fields(ServeOptions):
+        if f.name not in ("run_dir", "store"):
+            assert getattr(args, f.name) == f.default, f.name

@@ -33,7 +33,8 @@ class Server:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "longrec", "serve", str(run_dir), "--store", store, "--port", str(port)]
-        cmd += ["--log-level", "warning", *(["--prefill"] if opts.prefill else []), *shlex.split(opts.server_args)]
+        cmd += ["--threads", str(opts.server_threads), "--log-level", "warning"]
+        cmd += [*(["--prefill"] if opts.prefill else []), *shlex.split(opts.server_args)]
         with open(log, "ab") as out:
             env = {**os.environ, "OMP_NUM_THREADS": str(opts.server_threads)}
             # its own process group: a kill reaches the workers of `--workers K` too, as a crash of the machine would
