@@ -221,3 +221,10 @@ def test_loadtest_kill_9_exactly_once_on_redis(run: Path, redis_url: str, tmp_pa
     dur = report["durability"]
     assert dur["unacknowledged"] > 0 and dur["resend_errors"] == [] and dur["users_with_wrong_state"] == 0, report
     assert report["store"]["exactly_once"], report
+
+
+def test_an_old_redis_url_with_lock_ttl_still_opens(redis_url: str) -> None:
+    store = open_store(f"{redis_url}?prefix=oldurl&lock_ttl=2")
+    store.bind("m")
+    assert store.count() == 0
+    store.close()

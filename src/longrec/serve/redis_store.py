@@ -54,11 +54,13 @@ end
 return stale
 """
 
-OURS = {"prefix": "longrec"}  # our URL query parameters and their defaults; redis-py gets the rest
+# our URL query parameters and their defaults; redis-py gets the rest. lock_ttl (the old write lock's TTL) is
+# still accepted so that existing URLs keep working, and unused: writes are compare-and-set, there is no lock.
+OURS = {"prefix": "longrec", "lock_ttl": "10"}
 
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
-    """(the URL for redis-py, our parameters: `prefix` of every key)."""
+    """(the URL for redis-py, our parameters: `prefix` of every key, the unused `lock_ttl`)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {**OURS, **{k: v for k, v in query if k in OURS}}
