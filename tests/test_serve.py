@@ -282,14 +282,13 @@ def test_http_api(runs: Callable[[str], Path], tmp_path: Path) -> None:
         raise StoreError("state store 'redis://x': Redis failed (ConnectionError)")
 
     rec.store.get = down  # type: ignore[method-assign]
+    rec.cache.drop(["x"])  # a hot user is answered from memory; a cold one must be read
     r = http.get("/v1/users/x/recommendations")
     assert r.status_code == 503 and r.json()["error"] == "store_unavailable" and "Redis failed" in r.json()["message"]
 
 
-def test_state_blobs_are_safetensors_and_round_trip() -> None:
-    from safetensors.torch import load
-
-    from longrec.serve.record_codec import _encode
+def test_state_blobs_round_trip_row_by_row_and_batched() -> None:
+    from longrec.serve.record_codec import decode, encode, encode_rows
 
     tensors = {
         "pos": torch.tensor(7),  # 0-d, as an unbatched state row holds it
@@ -300,7 +299,34 @@ def test_state_blobs_are_safetensors_and_round_trip() -> None:
         "i32": torch.arange(5, dtype=torch.int32),
         "strided": torch.randn(4, 3).T,
     }
-    back = load(_encode(tensors))
+    back = decode("u", encode(tensors))
     assert back.keys() == tensors.keys()
     for k, v in tensors.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape and torch.equal(back[k], v), k
+    batched = {"h": torch.randn(3, 4), "pos": torch.tensor([1, 2, 3]), "s": torch.randn(3, 2, 2).transpose(1, 2)}
+    for b, blob in enumerate(encode_rows(batched)):  # one shared header: each row decodes to its own tensors
+        assert blob == encode({k: v[b] for k, v in batched.items()})
+        row = decode("u", blob)
+        assert all(torch.equal(row[k], v[b]) for k, v in batched.items())
+    with pytest.raises(StoreError, match="record of user 'u' is corrupt"):
+        decode("u", encode(tensors)[:-3])
+    with pytest.raises(StoreError, match="corrupt"):
+        decode("u", b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")  # a format-1 (safetensors) blob
+
+
+def test_a_store_of_the_old_record_format_is_refused_in_one_line(
+    runs: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    from longrec.cli import main as cli_main
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:  # format 1: safetensors blobs, no versions
+        conn.executescript("CREATE TABLE users (user TEXT PRIMARY KEY, state BLOB NOT NULL, seen BLOB NOT NULL, "
+                           "events INTEGER NOT NULL);")
+    run = runs("gru4rec")
+    capsys.readouterr()  # the fixture's training output
+    assert cli_main(["serve", str(run), "--store", str(old)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "older longrec (record format 1" in err and str(old) in err

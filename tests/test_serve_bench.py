@@ -95,7 +95,7 @@ def test_serve_prefill_stores_every_corpus_user_before_serving(
         cli_main(["serve", str(gru_run), "--store", str(store), "--prefill", "--port", "9", "--log-level", "warning"])
         == 0
     )
-    assert served == [{"host": "127.0.0.1", "port": 9, "log_level": "warning"}]
+    assert served == [{"host": "127.0.0.1", "port": 9, "log_level": "warning", "loop": "uvloop", "http": "httptools"}]
     assert "prefilled 30 of 30 corpus users" in capsys.readouterr().out
     rec = Recommender.load(gru_run, store=store)
     stored = rec.store.get(list(rec.user_index))

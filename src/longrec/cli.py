@@ -140,11 +140,19 @@ def _synth(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     try:
-        from longrec.serve.app import serve_main
-    except ImportError:
-        raise LongrecError("serving needs fastapi and uvicorn (pip install 'longrec[serve]')") from None
-    serve_main(args.run_dir, args.store or Path(args.run_dir) / "serve-state.db", args.host, args.port,
-               prefill=args.prefill, log_level=args.log_level)
+        import fastapi  # noqa: F401
+        import httptools  # noqa: F401
+        import orjson  # noqa: F401
+        import uvicorn  # noqa: F401
+        import uvloop  # noqa: F401
+    except ImportError as e:
+        raise LongrecError(f"serving needs the serve extra: pip install 'longrec[serve]' ({e})") from None
+    from longrec.serve.process import ServeOptions, serve_main
+
+    serve_main(ServeOptions(
+        str(args.run_dir), str(args.store or Path(args.run_dir) / "serve-state.db"), args.host, args.port,
+        args.prefill, args.log_level, args.workers, args.threads, args.max_batch, args.batch_wait_ms, args.cache_mib,
+    ))
 
 
 HANDLERS = {"data": _data, "synth": _synth, "list": _list, "train": _train, "tune": _tune, "eval": _eval,

@@ -179,6 +179,16 @@ def _serve(sub: Subparsers) -> None:
                     help="before serving, store the state of every user of the run's corpus (whole histories)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                     help="uvicorn's log level (warning: no access log)")
+    sv.add_argument("--workers", type=argtypes.positive_int, default=1,
+                    help="server processes on the port, sharing the store (compare-and-set writes); default 1")
+    sv.add_argument("--threads", type=argtypes.int_in(1, argtypes.MAX_THREADS), default=1,
+                    help="torch threads per worker (default 1)")
+    sv.add_argument("--max-batch", type=argtypes.positive_int, default=512,
+                    help="events applied per micro-batch: one state update and one store commit (default 512)")
+    sv.add_argument("--batch-wait-ms", type=argtypes.non_negative_float, default=0.0,
+                    help="how long a micro-batch waits for more requests; 0 (default): those already queued")
+    sv.add_argument("--cache-mib", type=argtypes.non_negative_float, default=256.0,
+                    help="hot user states kept in memory per worker, in MiB (default 256; 0: none)")
 
 
 ADDERS = {"data": _data, "synth": _synth, "list": _list, "train": _train, "tune": _tune, "eval": _eval,

@@ -1,8 +1,9 @@
-"""Loopback load test and crash durability of `longrec serve` (issue 7); needs the serve extra (httpx).
+"""Loopback load test and crash durability of `longrec serve` (issues 7, 20); needs the serve extra (httpx).
 
 Starts `longrec serve RUN_DIR` as a subprocess on 127.0.0.1 over a state store (a fresh SQLite file by default).
   throughput: --clients threads send --events events, each with a unique event id, --batch per request; each
-              client owns its users and sends their events in order. Reports events/s and request p50/p99.
+              client owns its users and sends their events in order. Reports events/s and request p50/p99;
+              with --reads-per-s, one more thread meanwhile GETs recommendations (their p50/p99).
   durability: the clients send --crash-events more; once --kill-at of them are acknowledged the server is killed
               with SIGKILL mid-stream. It is restarted on the same store, and each client re-sends every event
               it has no acknowledgement for, plus --dup-fraction of its acknowledged ones (all must come back
@@ -11,30 +12,28 @@ Starts `longrec serve RUN_DIR` as a subprocess on 127.0.0.1 over a state store (
               restarted server's recommendations for --check-users users must equal those of an uninterrupted
               in-process replay of their events, so no event was lost, doubled or reordered.
 
-    longrec bench loadtest runs/ml-1m-gru4rec --events 10000 --clients 8
+    longrec bench loadtest runs/ml-1m-gru4rec --events 10000 --clients 8 --reads-per-s 100
+    longrec bench loadtest RUN --store redis://127.0.0.1:6379/0 --server-args '--workers 2'
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from longrec.argtypes import fraction, positive_int
+from longrec.argtypes import fraction, non_negative_float, positive_int
 from longrec.bench.harness import percentile
+from longrec.bench.serve_proc import TRANSPORT_ERRORS, Http, Server
 from longrec.errors import LongrecError
 from longrec.serve.store_url import open_store
 
@@ -56,6 +55,9 @@ class LoadOptions:
     dup_fraction: float = _option(0.1, "fraction of acknowledged events re-sent after the restart")
     check_users: int = _option(20, "users whose served recommendations are checked against a replay")
     server_threads: int = _option(1, "torch threads of the server")
+    reads_per_s: float = _option(0.0, "GET /v1/users/{user}/recommendations per second during the throughput "
+                                      "phase, from one more client thread, for users with acknowledged events")
+    server_args: str = _option("", "more options of `longrec serve`, one string (e.g. '--workers 2')")
     prefill: bool = False  # start the server with --prefill (the run's corpus users' states built first)
     start_timeout_s: float = 120.0
     seed: int = 0
@@ -72,51 +74,6 @@ class Sent:
     error: str = ""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`longrec serve` in a subprocess, started once it answers /healthz; its output goes to `log`."""
-
-    def __init__(self, run_dir: Path, store: str, log: Path, opts: LoadOptions) -> None:
-        import httpx
-
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "longrec", "serve", str(run_dir), "--store", store, "--port", str(port)]
-        cmd += ["--log-level", "warning", *(["--prefill"] if opts.prefill else [])]
-        with open(log, "ab") as out:
-            env = {**os.environ, "OMP_NUM_THREADS": str(opts.server_threads)}
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + opts.start_timeout_s
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.1)
-        rc = self.proc.poll()
-        self.kill()
-        why = f"did not answer /healthz in {opts.start_timeout_s:.0f} s" if rc is None else f"exited with status {rc}"
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise LongrecError(f"longrec serve {why}:\n{tail}")
-
-    def kill(self) -> None:
-        """SIGKILL (no shutdown handler runs, as in a crash), unless it has already ended."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-
 def plan(n: int, opts: LoadOptions, items: Sequence[str], tag: str, rng: random.Random) -> list[list[Ev]]:
     """n events over opts.users users (user j belongs to client j % clients): one ordered list per client."""
     per_client: list[list[Ev]] = [[] for _ in range(opts.clients)]
@@ -128,53 +85,80 @@ def plan(n: int, opts: LoadOptions, items: Sequence[str], tag: str, rng: random.
 
 def send(url: str, events: list[Ev], batch: int, out: Sent, ack_counter: list[int]) -> None:
     """POST the events in order, `batch` per request; stop at the first failure (the rest stays unacked)."""
-    import httpx
+    http = Http(url)
+    for i in range(0, len(events), batch):
+        part = events[i : i + batch]
+        body = {"events": [{"user": u, "item": it, "event_id": e} for u, it, e in part]}
+        t0 = time.perf_counter()
+        try:
+            status, text = http.request("POST", "/v1/events", body)
+            failed = "" if status == 200 else f"HTTP {status}: {text[:200]!r}"
+        except TRANSPORT_ERRORS as e:
+            failed = f"{type(e).__name__}: {e}"
+        if failed:
+            out.error, out.unacked = failed, events[i:]
+            break
+        out.latencies.append(time.perf_counter() - t0)
+        out.duplicates += json.loads(text)["duplicates"]
+        out.acked.extend(part)
+        ack_counter[0] += len(part)  # approximate across threads: only steers when to kill
+    http.close()
 
-    with httpx.Client(base_url=url, timeout=60.0) as http:
-        for i in range(0, len(events), batch):
-            part = events[i : i + batch]
-            body = {"events": [{"user": u, "item": it, "event_id": e} for u, it, e in part]}
-            t0 = time.perf_counter()
-            try:
-                r = http.post("/v1/events", json=body)
-                failed = "" if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"
-            except httpx.TransportError as e:  # no answer: the server was killed
-                failed = f"{type(e).__name__}: {e}"
-            if failed:
-                out.error, out.unacked = failed, events[i:]
-                return
-            out.latencies.append(time.perf_counter() - t0)
-            out.duplicates += r.json()["duplicates"]
-            out.acked.extend(part)
-            ack_counter[0] += len(part)  # approximate across threads: only steers when to kill
+
+def read(url: str, results: list[Sent], per_s: float, running: threading.Event, out: Sent) -> None:
+    """GET recommendations of users with an acknowledged event, per_s a second, while `running`; latencies and
+    the first non-200 answer go to `out`."""
+    rng, http = random.Random(1), Http(url)
+    while running.is_set():
+        time.sleep(rng.expovariate(per_s))
+        acked = rng.choice(results).acked
+        if not acked:
+            continue
+        t0 = time.perf_counter()
+        status, text = http.request("GET", f"/v1/users/{acked[-1][0]}/recommendations?k=10")
+        out.latencies.append(time.perf_counter() - t0)
+        if status != 200 and not out.error:
+            out.error = f"GET HTTP {status}: {text[:200]!r}"
+    http.close()
 
 
 def run_clients(
-    url: str, per_client: list[list[Ev]], batch: int, kill: Server | None = None, kill_after: int = 0
-) -> tuple[list[Sent], float]:
-    """One thread per client; with `kill`, SIGKILL that server once kill_after events are acknowledged."""
-    results = [Sent() for _ in per_client]
+    url: str, per_client: list[list[Ev]], batch: int, kill: Server | None = None, kill_after: int = 0,
+    reads_per_s: float = 0.0,
+) -> tuple[list[Sent], float, Sent]:
+    """One thread per client; with `kill`, SIGKILL that server once kill_after events are acknowledged; with
+    reads_per_s, one more thread reading recommendations meanwhile (its Sent is the third value)."""
+    results, reads, running = [Sent() for _ in per_client], Sent(), threading.Event()
     acked = [0]
     threads = [threading.Thread(target=send, args=(url, evs, batch, res, acked))
                for evs, res in zip(per_client, results, strict=True)]
+    reader = threading.Thread(target=read, args=(url, results, reads_per_s, running, reads))
     t0 = time.perf_counter()
+    running.set()
     for t in threads:
         t.start()
+    if reads_per_s > 0:
+        reader.start()
     while kill is not None and any(t.is_alive() for t in threads) and acked[0] < kill_after:
         time.sleep(0.001)
     if kill is not None:  # every event may have been acknowledged before the kill: then it comes now
         kill.kill()
     for t in threads:
         t.join()
-    return results, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    running.clear()
+    if reader.is_alive():
+        reader.join()
+    return results, wall, reads
 
 
-def throughput(results: list[Sent], wall_s: float) -> dict[str, Any]:
+def throughput(results: list[Sent], wall_s: float, reads: Sent) -> dict[str, Any]:
     lat = [x for r in results for x in r.latencies]
     n = sum(len(r.acked) for r in results)
-    return {"events": n, "requests": len(lat), "seconds": wall_s, "events_per_s": n / wall_s,
-            "p50_ms": 1e3 * percentile(lat, 0.5), "p99_ms": 1e3 * percentile(lat, 0.99),
-            "errors": [r.error for r in results if r.error]}
+    ms = [1e3 * percentile(x, q) if x else 0.0 for x in (lat, reads.latencies) for q in (0.5, 0.99)]
+    return {"events": n, "requests": len(lat), "seconds": wall_s, "events_per_s": n / wall_s, "p50_ms": ms[0],
+            "p99_ms": ms[1], "reads": len(reads.latencies), "read_p50_ms": ms[2], "read_p99_ms": ms[3],
+            "errors": [r.error for r in [*results, reads] if r.error]}
 
 
 def check_store(store_url: str, sent: list[Ev]) -> dict[str, Any]:
@@ -236,12 +220,14 @@ def run_loadtest(run_dir: Path, opts: LoadOptions, store: str = "", work_dir: Pa
         server = Server(run_dir, store, work / "server.log", opts)
         try:
             first = plan(opts.events, opts, items, f"{tag}a", rng)
-            report: dict[str, Any] = {"throughput": throughput(*run_clients(server.url, first, opts.batch))}
+            report: dict[str, Any] = {"throughput": throughput(*run_clients(server.url, first, opts.batch,
+                                                                            reads_per_s=opts.reads_per_s))}
             crash = plan(opts.crash_events, opts, items, f"{tag}b", rng)
-            results, _ = run_clients(server.url, crash, opts.batch, server, int(opts.kill_at * opts.crash_events))
+            results, _, _ = run_clients(server.url, crash, opts.batch, server, int(opts.kill_at * opts.crash_events))
             server = Server(run_dir, store, work / "server.log", opts)  # restarted on the same store
             dups = [rng.sample(r.acked, int(opts.dup_fraction * len(r.acked))) for r in results]
-            resent, _ = run_clients(server.url, [d + r.unacked for d, r in zip(dups, results, strict=True)], opts.batch)
+            again = [d + r.unacked for d, r in zip(dups, results, strict=True)]
+            resent, _, _ = run_clients(server.url, again, opts.batch)
             sent, n_dups = [e for c in first + crash for e in c], sum(map(len, dups))
             report["durability"] = {
                 "acknowledged_before_kill": sum(len(r.acked) for r in results),
@@ -261,10 +247,10 @@ def run_loadtest(run_dir: Path, opts: LoadOptions, store: str = "", work_dir: Pa
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
+    kinds: dict[str, Callable[[str], Any]] = {"reads_per_s": non_negative_float, "server_args": str}
     for f in (f for f in fields(LoadOptions) if "help" in f.metadata):
-        flag = "--" + f.name.replace("_", "-")
-        p.add_argument(flag, type=fraction if isinstance(f.default, float) else positive_int, default=f.default,
-                       help=f.metadata["help"])
+        kind = kinds.get(f.name, fraction if isinstance(f.default, float) else positive_int)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=f.metadata["help"])
     p.add_argument("--prefill", action="store_true", help="start the server with --prefill")
     p.add_argument("--store", default="", help="state store URL (default: a fresh SQLite file in a temp dir)")
     args = p.parse_args(argv)
@@ -277,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"throughput: {t['events']} events in {t['requests']} requests from {opts.clients} clients, "
         f"{t['seconds']:.1f} s: {t['events_per_s']:.0f} events/s, p50 {t['p50_ms']:.1f} ms, p99 {t['p99_ms']:.1f} ms"
+        + (f"; {t['reads']} GET recommendations meanwhile: p50 {t['read_p50_ms']:.1f} ms, p99 "
+           f"{t['read_p99_ms']:.1f} ms" if t["reads"] else "")
     )
     print(
         f"kill -9: {dur['acknowledged_before_kill']} acknowledged, {dur['unacknowledged']} not "

@@ -1,7 +1,12 @@
-"""HTTP service over a Recommender: events in, top-k out; every refused request is a 4xx JSON with a message."""
+"""HTTP service over a Recommender: events in, top-k out; every refused request is a 4xx JSON with a message.
+
+The FastAPI app here is the specification of the API (routes, validation, errors, OpenAPI); create_app puts the
+fast path of api.py in front of it for the two hot endpoints, and POST /v1/events always goes through the
+micro-batcher (batcher.py), whichever of the two parses it."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,9 +22,12 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ConfigError(f"the HTTP service needs the serve extra: pip install 'longrec[serve]' ({e})") from None
 
-from longrec.serve.recommender import Event, Recommender, Scored, ServeError
+from longrec.serve.api import FastPath
+from longrec.serve.batcher import BATCH_WAIT_MS, MAX_BATCH, Batcher
+from longrec.serve.recommender import CACHE_MIB, Recommender
 from longrec.serve.store import StoreError
 from longrec.serve.streamers import StreamMode
+from longrec.serve.types import Event, Scored, ServeError
 
 MAX_EVENTS = 10_000  # per request: bounds the work (and the write transaction) one call can cause
 MAX_ITEMS = 10_000  # per anonymous history; only the newest max_len events are encoded
@@ -66,9 +74,17 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
 
 
-def create_app(recommender: Recommender) -> FastAPI:
-    """The FastAPI app; sync handlers run in the server's thread pool (the store is thread-safe)."""
-    rec = recommender
+def create_app(recommender: Recommender, max_batch: int = MAX_BATCH, batch_wait_ms: float = BATCH_WAIT_MS
+               ) -> FastPath:
+    """The service: api.FastPath for the hot endpoints in front of the FastAPI app, one micro-batcher."""
+    batcher = Batcher(recommender, max_batch, batch_wait_ms)
+    return FastPath(create_fastapi_app(batcher), batcher)
+
+
+def create_fastapi_app(batcher: Batcher) -> FastAPI:
+    """The FastAPI app; sync handlers run in the server's thread pool (the store and the cache are thread-safe),
+    events go through the batcher on the event loop."""
+    rec = batcher.rec
     app = FastAPI(title="longrec", summary="streaming sequential recommendation", version="1")
 
     @app.exception_handler(ServeError)
@@ -96,15 +112,19 @@ def create_app(recommender: Recommender) -> FastAPI:
     def healthz() -> dict[str, Any]:
         return {
             "status": "ok",
+            "pid": os.getpid(),  # which worker answered (`longrec serve --workers K`)
             "model": rec.name,
             "streaming": rec.mode.value,
             "items": len(rec.item_index),
             "users": rec.store.count(),
+            "batches": batcher.batches,
+            "batched_requests": batcher.batched_requests,
+            "version_conflicts": rec.conflicts,
         }
 
     @app.post("/v1/events")
-    def post_events(body: EventsIn) -> dict[str, int]:
-        res = rec.observe_many([Event(e.user, e.item, e.event_id, e.ts) for e in body.events])
+    async def post_events(body: EventsIn) -> dict[str, int]:
+        res = await batcher.submit([Event(e.user, e.item, e.event_id, e.ts) for e in body.events])
         return {"applied": res.applied, "duplicates": res.duplicates}
 
     @app.get("/v1/users/{user}/recommendations")
@@ -120,12 +140,13 @@ def create_app(recommender: Recommender) -> FastAPI:
     return app
 
 
-def prepare(run_dir: str | Path, store_url: str | Path, prefill: bool = False) -> Recommender:
+def prepare(run_dir: str | Path, store_url: str | Path, prefill: bool = False, cache_mib: float = CACHE_MIB
+            ) -> Recommender:
     """Load the run and open its state store; prefill: first store the state of every user of the run's corpus
     (whole histories, batched forwards) so no request pays for building one. The corpus is the run's whole
     dataset, train, valid and test events alike: a deployed model knows every event logged before it went
     live (the splits only hide the newest ones to measure the model); users already in the store keep theirs."""
-    rec = Recommender.load(run_dir, store=store_url)
+    rec = Recommender.load(run_dir, store=store_url, cache_mib=cache_mib)
     if prefill and rec.mode == StreamMode.NONE:
         rec.close()
         raise ConfigError(f"--prefill: model '{rec.name}' has global (bidirectional) mixers and keeps no user states")
@@ -142,21 +163,3 @@ def prepare(run_dir: str | Path, store_url: str | Path, prefill: bool = False) -
             flush=True,
         )
     return rec
-
-
-def serve_main(
-    run_dir: str | Path,
-    store_url: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    prefill: bool = False,
-    log_level: str = "info",
-) -> None:
-    """Load the run, open the state store (optionally prefilled) and serve HTTP until interrupted."""
-    import uvicorn
-
-    rec = prepare(run_dir, store_url, prefill)
-    try:
-        uvicorn.run(create_app(rec), host=host, port=port, log_level=log_level)
-    finally:
-        rec.close()

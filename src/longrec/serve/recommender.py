@@ -4,68 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from longrec.data.corpus import Corpus
-from longrec.errors import ConfigError, LongrecError
-from longrec.mixers.base import MixerState
+from longrec.errors import ConfigError
 from longrec.model.encoder import SeqEncoder
 from longrec.objectives import mask_token
 from longrec.scoring import EncoderQuery, EncoderScorer, banned_pairs, top_k
-from longrec.serve.store import EventKey, StateStore, UserRecord
+from longrec.serve.states import StateCache
+from longrec.serve.store import StateStore, UserRecord, VersionConflict
 from longrec.serve.store_url import open_store
 from longrec.serve.streamers import STREAMERS, Streamer, StreamMode, encode_last, stream_mode
+from longrec.serve.types import (
+    Applied,
+    Event,
+    Scored,
+    ServeError,
+    StreamingUnsupported,
+    UnknownItem,
+    UnknownUser,
+    check_id,
+)
+from longrec.serve.writer import Request, apply_requests, union
 from longrec.train.run import load_run
+
+__all__ = ["Applied", "Event", "Recommender", "Scored", "ServeError", "StreamingUnsupported", "UnknownItem",
+           "UnknownUser", "run_fingerprint"]
 
 MAX_LISTED = 5  # unknown ids named in one error message
 ITEM_CHUNK = 65536  # items scored at a time: a request's memory is O(batch x chunk), whatever the catalogue
-
-
-class ServeError(LongrecError):
-    """A request the service refuses; `status` is its HTTP code and the message says why."""
-
-    status = 400
-    code = "bad_request"
-
-
-class UnknownItem(ServeError):
-    status = 422
-    code = "unknown_item"
-
-
-class UnknownUser(ServeError):
-    status = 404
-    code = "unknown_user"
-
-
-class StreamingUnsupported(ServeError):
-    status = 409
-    code = "streaming_unsupported"
-
-
-@dataclass(frozen=True)
-class Event:
-    user: str
-    item: str
-    event_id: str | None = None  # (user, event_id) is applied at most once; None: always applied
-    ts: float | None = None  # seconds; required by time-channel models (model.time=gap), unused otherwise
-
-
-@dataclass(frozen=True)
-class Applied:
-    applied: int
-    duplicates: int
-
-
-@dataclass(frozen=True)
-class Scored:
-    item: str  # raw (external) item id
-    score: float
+CACHE_MIB = 256.0  # default bound of the hot-state cache
 
 
 def run_fingerprint(run_dir: Path) -> str:
@@ -86,6 +59,9 @@ class Recommender:
     Models with global mixers cannot stream (StreamingUnsupported) but still answer recommend_items.
     `mode` overrides the detected StreamMode (benchmarks: STEP on a softmax model keeps its KV cache per user,
     which grows without bound in the store).
+    Writes go through writer.apply_requests (one batched update, one compare-and-set commit per batch); hot
+    records stay in `cache` (write-through). `sole_writer` False (several workers on one store) makes recommend()
+    read the store, as another worker may have advanced a cached user.
     """
 
     def __init__(
@@ -97,6 +73,7 @@ class Recommender:
         mask_token_id: int = 0,
         name: str = "",
         mode: StreamMode | None = None,
+        cache_mib: float = CACHE_MIB,
     ) -> None:
         self.model = model.eval()
         self.corpus = corpus
@@ -116,18 +93,25 @@ class Recommender:
         self.user_index = {str(raw): u for u, raw in enumerate(corpus.user_ids.tolist())}
         kind = STREAMERS.get(self.mode)
         self._streamer: Streamer | None = kind(model, mask_token_id) if kind else None
+        self.cache = StateCache(int(cache_mib * 2**20))
+        self.sole_writer = True  # recommend() may read the cache; False when other workers write the same store
+        self.write_lock = threading.Lock()  # writer.apply_requests: one batch at a time in this process
+        self.conflicts = 0  # batches recomputed after a VersionConflict (/healthz)
         store.bind(fingerprint)
 
     @classmethod
     def load(
-        cls, run_dir: str | Path, store: StateStore | str | Path | None = None, device: str | None = None
+        cls, run_dir: str | Path, store: StateStore | str | Path | None = None, device: str | None = None,
+        cache_mib: float = CACHE_MIB,
     ) -> Recommender:
-        """The run's best model; `store` is a StateStore, a store URL/path, or None for run_dir/serve-state.db."""
+        """The run's best model; `store` is a StateStore, a store URL/path, or None for run_dir/serve-state.db;
+        cache_mib bounds the hot-state cache (0: every event reads its user's record from the store)."""
         run_dir = Path(run_dir)
         cfg, model, splits = load_run(run_dir, torch.device(device) if device else None)
         if store is None or isinstance(store, (str, Path)):
             store = open_store(store if store is not None else run_dir / "serve-state.db")
-        return cls(model, splits.corpus, store, run_fingerprint(run_dir), mask_token(model, cfg.train), cfg.name)
+        return cls(model, splits.corpus, store, run_fingerprint(run_dir), mask_token(model, cfg.train), cfg.name,
+                   cache_mib=cache_mib)
 
     def close(self) -> None:
         self.store.close()
@@ -142,62 +126,38 @@ class Recommender:
     def observe_many(self, events: Sequence[Event]) -> Applied:
         """Apply a batch in one store transaction: all of it or, on an error (unknown item), none of it. A user's
         events apply in the order given; users advance together, one batched step per event round."""
-        streamer = self._require_streaming()
+        request = self.validate(events)
+        return apply_requests(self, [request])[0] if events else Applied(0, 0)
+
+    def validate(self, events: Sequence[Event]) -> Request:
+        """The events with their item indices, or a ServeError saying why none of them can be applied."""
+        self.require_streaming()
         for e in events:
-            _check_id("user", e.user)
+            check_id("user", e.user)
             if e.event_id is not None:
-                _check_id("event id", str(e.event_id))
+                check_id("event id", str(e.event_id))
         items = self._item_indices([e.item for e in events], "; nothing was applied")
         if self.model.uses_time and (missing := [e for e in events if e.ts is None or not math.isfinite(e.ts)]):
             raise ServeError(f"model '{self.name}' reads event times (model.time=gap): every event needs a finite "
                              f"ts, {len(missing)} have none (first: user {missing[0].user!r}); nothing was applied")
-        if not events:
-            return Applied(0, 0)
-        with self.store.batch() as txn:
-            keys = [(e.user, str(e.event_id)) if e.event_id is not None else None for e in events]
-            done = txn.applied([key for key in keys if key is not None])
-            new_keys: list[EventKey] = []
-            todo: dict[str, list[int]] = {}
-            todo_t: dict[str, list[float]] = {}
-            for e, key, i in zip(events, keys, items, strict=True):
-                if key is not None:
-                    if key in done:
-                        continue
-                    done.add(key)
-                    new_keys.append(key)
-                todo.setdefault(e.user, []).append(i)
-                todo_t.setdefault(e.user, []).append(float(e.ts) if e.ts is not None else math.nan)
-            if todo:
-                users = list(todo)
-                records = self._records(users, txn.get(users))
-                times = list(todo_t.values()) if self.model.uses_time else None
-                state = streamer.extend(_stack([records[u].state for u in users], self.device), list(todo.values()),
-                                        times)
-                txn.put(
-                    {
-                        u: UserRecord(
-                            _row(state, b), _union(records[u].seen, todo[u]), records[u].events + len(todo[u])
-                        )
-                        for b, u in enumerate(users)
-                    }
-                )
-            txn.mark_applied(new_keys)
-        applied = sum(map(len, todo.values()))
-        return Applied(applied, len(events) - applied)
+        return Request(events, items)
 
     @torch.inference_mode()
     def prefill_from_corpus(self, users_per_batch: int = 1024) -> int:
         """Store the state of every corpus user that has none yet (their whole history, batched prefill); users
         that already have a state keep it. Returns the number of users built."""
-        self._require_streaming()
+        self.require_streaming()
         users = list(self.user_index)
         built = 0
         for i in range(0, len(users), users_per_batch):
             part = users[i : i + users_per_batch]
-            with self.store.batch() as txn:
-                stored = txn.get(part)
-                missing = [u for u in part if u not in stored]
-                txn.put(self._from_corpus(missing))
+            try:
+                with self.store.batch() as txn:
+                    stored = txn.get(part)
+                    missing = [u for u in part if u not in stored]
+                    txn.put(self._from_corpus(missing))
+            except VersionConflict:  # another worker stored some of them meanwhile: they keep theirs
+                continue
             built += len(missing)
         return built
 
@@ -206,9 +166,13 @@ class Recommender:
     @torch.inference_mode()
     def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[Scored]:
         """Top-k items for a user's current state (a read: a corpus user's history is encoded, not stored)."""
-        self._require_streaming()
-        _check_id("user", user)
-        rec = self.store.get([user]).get(user)
+        self.require_streaming()
+        check_id("user", user)
+        rec = self.cache.get([user]).get(user) if self.sole_writer else None
+        if rec is None:
+            rec = self.store.get([user]).get(user)
+            if rec is not None and self.sole_writer:
+                self.cache.put({user: rec})
         if rec is None:
             if user not in self.user_index:
                 raise UnknownUser(
@@ -245,7 +209,7 @@ class Recommender:
 
     # ---- helpers ---------------------------------------------------------------------------------------------
 
-    def _require_streaming(self) -> Streamer:
+    def require_streaming(self) -> Streamer:
         if self._streamer is None:
             raise StreamingUnsupported(
                 f"model '{self.name}' uses global (bidirectional) mixers: it keeps no per-user state, so it cannot "
@@ -255,7 +219,7 @@ class Recommender:
 
     def _item_indices(self, items: Sequence[str], consequence: str = "") -> list[int]:
         for item in items:
-            _check_id("item", item)
+            check_id("item", item)
         unknown = list(dict.fromkeys(i for i in items if i not in self.item_index))
         if unknown:
             more = f" and {len(unknown) - MAX_LISTED} more" if len(unknown) > MAX_LISTED else ""
@@ -266,7 +230,7 @@ class Recommender:
             )
         return [self.item_index[i] for i in items]
 
-    def _records(self, users: list[str], stored: dict[str, UserRecord]) -> dict[str, UserRecord]:
+    def records(self, users: list[str], stored: dict[str, UserRecord]) -> dict[str, UserRecord]:
         """Stored records, else built from the corpus history, else empty (a new user)."""
         missing = [u for u in users if u not in stored]
         out = {**stored, **self._from_corpus([u for u in missing if u in self.user_index])}
@@ -279,7 +243,7 @@ class Recommender:
 
     def _from_corpus(self, users: list[str], batch_tokens: int = 32768) -> dict[str, UserRecord]:
         """Records of corpus users from their whole histories, in batches of about batch_tokens padded events."""
-        streamer = self._require_streaming()
+        streamer = self.require_streaming()
         seqs = {u: self.corpus.seq(self.user_index[u]).astype("int64").tolist() for u in users}
         times = None
         if self.model.uses_time:
@@ -296,28 +260,10 @@ class Recommender:
             part = order[i : i + max(1, batch_tokens // n)]
             state = streamer.from_history([seqs[u] for u in part], [times[u] for u in part] if times else None)
             for b, u in enumerate(part):
-                out[u] = UserRecord(_row(state, b), _union(torch.zeros(0, dtype=torch.long), seqs[u]), len(seqs[u]))
+                out[u] = UserRecord(_row(state, b), union(torch.zeros(0, dtype=torch.long), seqs[u]), len(seqs[u]))
             i += len(part)
         return out
 
 
-def _check_id(kind: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ServeError(f"{kind} id must be a non-empty string, got {value!r}")
-    try:
-        value.encode("utf-8")  # stores and JSON replies need it; a lone UTF-16 surrogate ("\ud800") is not text
-    except UnicodeEncodeError:
-        raise ServeError(f"{kind} id {value!r} is not valid Unicode text (it holds a lone surrogate)") from None
-
-
-def _stack(states: list[dict[str, Tensor]], device: torch.device) -> MixerState:
-    return {k: torch.stack([s[k] for s in states]).to(device) for k in states[0]}
-
-
-def _row(state: MixerState, b: int) -> dict[str, Tensor]:
+def _row(state: dict[str, Tensor], b: int) -> dict[str, Tensor]:
     return {k: v[b].cpu() for k, v in state.items()}
-
-
-def _union(seen: Tensor, items: list[int]) -> Tensor:
-    """Sorted distinct item indices."""
-    return torch.unique(torch.cat([seen.long(), torch.tensor(items, dtype=torch.long)]))

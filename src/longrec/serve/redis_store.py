@@ -1,38 +1,66 @@
-"""StateStore in Redis (the optional `redis` extra): one hash per user, one set of applied event ids per user.
+"""StateStore in Redis (the optional `redis` extra): one hash per user, a set and a list of applied event ids per user.
 
-Writers are serialised by a lock key (SET NX PX with a random token, so a crashed holder frees it after its TTL).
-A batch reads directly and buffers its writes; they commit in one MULTI/EXEC that WATCHes the lock key, so a
-batch that outlived its lock (another writer took it) writes nothing and fails instead of losing an update.
+A batch reads directly and buffers its writes; they commit in one Lua script, which Redis runs atomically: it
+compares every written user's stored version with the version the batch read and, only if all match, writes the
+records (version + 1) and logs the new event ids (set: membership; list: the order applied). A stale batch writes
+nothing and raises VersionConflict, so several workers (processes or machines) can share one Redis without a lock.
 Durability after a crash of Redis itself is Redis's configuration (appendonly/appendfsync); a crash of the
-service loses nothing that was acknowledged, as every acknowledged batch was committed by EXEC first.
+service loses nothing that was acknowledged, as every acknowledged batch was committed by its script first.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from longrec.errors import ConfigError
 from longrec.serve.record_codec import decode_record, encode_record
-from longrec.serve.store import EventKey, StoreBatch, StoreError, UserRecord
+from longrec.serve.store import EventKey, StoreBatch, StoreError, UserRecord, VersionConflict
 
 try:
     import redis
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ConfigError(f"a redis:// state store needs the redis extra: pip install 'longrec[redis]' ({e})") from None
 
-RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+FORMAT = "2"  # record_codec's format; stores written before it (safetensors blobs, no versions) are refused
+# KEYS: users set, n user hashes, then (applied set, applied list) per keyed user.
+# ARGV: n, m, n x (user, version, state, seen, events), then per keyed user: count, event ids.
+COMMIT = """
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local stale = {}
+for i = 1, n do
+  local a = 3 + (i - 1) * 5
+  if (redis.call('HGET', KEYS[1 + i], 'version') or '0') ~= ARGV[a + 1] then stale[#stale + 1] = ARGV[a] end
+end
+if #stale > 0 then return stale end
+for i = 1, n do
+  local a = 3 + (i - 1) * 5
+  redis.call('HSET', KEYS[1 + i], 'state', ARGV[a + 2], 'seen', ARGV[a + 3], 'events', ARGV[a + 4],
+             'version', tostring(tonumber(ARGV[a + 1]) + 1))
+  redis.call('SADD', KEYS[1], ARGV[a])
+end
+local at = 3 + n * 5
+for j = 1, m do
+  local c = tonumber(ARGV[at])
+  for k = 1, c do
+    if redis.call('SADD', KEYS[n + 2 * j], ARGV[at + k]) == 1 then
+      redis.call('RPUSH', KEYS[n + 2 * j + 1], ARGV[at + k])
+    end
+  end
+  at = at + c + 1
+end
+return stale
+"""
 
-
-OURS = {"prefix": "longrec", "lock_ttl": "10"}  # our URL query parameters and their defaults; redis-py gets the rest
+# our URL query parameters and their defaults; redis-py gets the rest. lock_ttl (the old write lock's TTL) is
+# still accepted so that existing URLs keep working, and unused: writes are compare-and-set, there is no lock.
+OURS = {"prefix": "longrec", "lock_ttl": "10"}
 
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
-    """(the URL for redis-py, our parameters: `prefix` of every key, `lock_ttl` seconds of the write lock)."""
+    """(the URL for redis-py, our parameters: `prefix` of every key, the unused `lock_ttl`)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {**OURS, **{k: v for k, v in query if k in OURS}}
@@ -45,8 +73,6 @@ def _unavailable(url: str) -> Iterator[None]:
     """Redis client errors (connection lost, timeouts, OOM) as StoreError: the service answers 503, not 500."""
     try:
         yield
-    except redis.WatchError:
-        raise StoreError(f"{url}: the write lock expired during a batch; nothing was written") from None
     except redis.RedisError as e:
         raise StoreError(f"state store '{url}': Redis failed ({type(e).__name__}: {e})") from None
 
@@ -57,14 +83,20 @@ class _RedisBatch:
     def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.records: dict[str, UserRecord] = {}
+        self.blobs: dict[str, tuple[bytes, bytes]] = {}
         self.keys: list[EventKey] = []
 
     def get(self, users: Sequence[str]) -> dict[str, UserRecord]:
         out = self.store.get([u for u in users if u not in self.records])
-        return {**out, **{u: self.records[u] for u in users if u in self.records}}
+        return {**out, **{u: self.records[u].written() for u in users if u in self.records}}
 
-    def put(self, records: Mapping[str, UserRecord]) -> None:
-        self.records.update(records)
+    def put(self, records: Mapping[str, UserRecord], blobs: Sequence[tuple[bytes, bytes]] | None = None) -> None:
+        given: Sequence[tuple[bytes, bytes] | None] = blobs or [None] * len(records)
+        for (u, r), blob in zip(records.items(), given, strict=True):
+            if u in self.records:  # written twice in one batch: compare against what this batch read first
+                r = UserRecord(r.state, r.seen, r.events, self.records[u].version)
+            self.records[u] = r
+            self.blobs[u] = blob or encode_record(r)[:2]
 
     def applied(self, keys: Sequence[EventKey]) -> set[EventKey]:
         keys = list(dict.fromkeys(keys))
@@ -77,29 +109,37 @@ class _RedisBatch:
     def mark_applied(self, keys: Sequence[EventKey]) -> None:
         self.keys.extend(keys)
 
+    def commit(self) -> None:
+        by_user: dict[str, list[str]] = {}
+        for user, event in self.keys:
+            by_user.setdefault(user, []).append(event)
+        k = self.store.key
+        argv: list[Any] = [len(self.records), len(by_user)]
+        keys = [k("users"), *(k("user", u) for u in self.records)]
+        for u, r in self.records.items():
+            argv += [u, r.version, *self.blobs[u], r.events]
+        for u, events in by_user.items():
+            keys += [k("applied", u), k("log", u)]
+            argv += [len(events), *events]
+        stale = self.store.commit_script(keys=keys, args=argv)
+        if stale:
+            raise VersionConflict({s.decode() if isinstance(s, bytes) else str(s) for s in stale})
+
 
 class RedisStore:
-    """StateStore over `redis://[:password@]host:port/db[?prefix=NAME&lock_ttl=SECONDS]`; keys live under `NAME:`.
-    lock_ttl (default 10 s) bounds both a batch's duration and how long a crashed writer blocks the others."""
+    """StateStore over `redis://[:password@]host:port/db[?prefix=NAME]`; keys live under `NAME:`."""
 
     def __init__(self, url: str, timeout_s: float = 30.0) -> None:
         self.url = url
         address, ours = split_url(url)
         self.prefix = ours["prefix"]
-        try:
-            self.lock_ttl_ms = int(1000 * float(ours["lock_ttl"]))
-        except ValueError:
-            self.lock_ttl_ms = 0
-        if self.lock_ttl_ms < 1:
-            raise ConfigError(f"state store '{url}': lock_ttl must be a positive number of seconds")
         self.timeout_s = timeout_s
-        self._writer = threading.Lock()  # threads queue here rather than polling the Redis lock
         try:
             self.r = redis.Redis.from_url(address, socket_timeout=timeout_s, socket_connect_timeout=5.0)
             self.r.ping()
         except (redis.RedisError, ValueError) as e:
             raise StoreError(f"state store '{url}': cannot use this Redis server ({e})") from None
-        self._release = self.r.register_script(RELEASE)
+        self.commit_script = self.r.register_script(COMMIT)
 
     def key(self, kind: str, user: str = "") -> str:
         return f"{self.prefix}:{kind}:{user}" if user else f"{self.prefix}:{kind}"
@@ -107,67 +147,51 @@ class RedisStore:
     def bind(self, fingerprint: str) -> None:
         with _unavailable(self.url):
             self.r.set(self.key("model"), fingerprint, nx=True)
-            raw = self.r.get(self.key("model"))
+            raw, fmt = self.r.mget([self.key("model"), self.key("format")])
         held = raw.decode() if isinstance(raw, bytes) else str(raw or "")
         if held != fingerprint:
             raise StoreError(
                 f"{self.url}: this store holds the states of another model (fingerprint {held[:12]}, this model "
                 f"{fingerprint[:12]}); use another Redis database or ?prefix="
             )
+        with _unavailable(self.url):
+            held_fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+            old = held_fmt is None and bool(self.r.scard(self.key("users"))) or held_fmt not in (None, FORMAT)
+            if fmt is None and not old:
+                self.r.set(self.key("format"), FORMAT)
+        if old:
+            raise StoreError(f"{self.url}: a state store of an older longrec (record format 1, no versions); "
+                             "use another Redis database or ?prefix=")
 
     def get(self, users: Sequence[str]) -> dict[str, UserRecord]:
         users = list(dict.fromkeys(users))
         pipe = self.r.pipeline(transaction=False)
         for u in users:
-            pipe.hmget(self.key("user", u), ["state", "seen", "events"])
+            pipe.hmget(self.key("user", u), ["state", "seen", "events", "version"])
         with _unavailable(self.url):
             rows = pipe.execute()
         out: dict[str, UserRecord] = {}
-        for u, (state, seen, events) in zip(users, rows, strict=True):
+        for u, (state, seen, events, version) in zip(users, rows, strict=True):
             if state is not None:
-                if seen is None or events is None:
-                    raise StoreError(f"state store: the record of user '{u}' is incomplete")
-                out[u] = decode_record(u, state, seen, events)
+                if seen is None or events is None or version is None:
+                    raise StoreError(f"state store: the record of user '{u}' is incomplete (or of format 1)")
+                out[u] = decode_record(u, state, seen, events, version)
         return out
 
     @contextmanager
     def batch(self) -> Iterator[StoreBatch]:
-        with self._writer, _unavailable(self.url):
-            token = self._acquire()
-            try:
-                b = _RedisBatch(self)
-                yield b
-                self._commit(token, b)
-            finally:
-                self._release(keys=[self.key("lock")], args=[token])
-
-    def _acquire(self) -> str:
-        token = os.urandom(16).hex()
-        deadline = time.monotonic() + self.timeout_s
-        while not self.r.set(self.key("lock"), token, nx=True, px=self.lock_ttl_ms):
-            if time.monotonic() > deadline:
-                raise StoreError(f"{self.url}: waited {self.timeout_s:.0f} s for the write lock")
-            time.sleep(0.002)
-        return token
-
-    def _commit(self, token: str, b: _RedisBatch) -> None:
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.watch(self.key("lock"))
-            if pipe.get(self.key("lock")) != token.encode():
-                raise StoreError(f"{self.url}: the write lock expired during a batch; nothing was written")
-            pipe.multi()
-            for u, rec in b.records.items():
-                state, seen, events = encode_record(rec)
-                pipe.hset(self.key("user", u), mapping={"state": state, "seen": seen, "events": events})
-            if b.records:
-                pipe.sadd(self.key("users"), *b.records)
-            for user, event in b.keys:
-                pipe.sadd(self.key("applied", user), event)
-            pipe.execute()  # WatchError (via _unavailable) when another writer took the expired lock
+        with _unavailable(self.url):
+            b = _RedisBatch(self)
+            yield b
+            b.commit()
 
     def count(self) -> int:
         with _unavailable(self.url):
             return int(self.r.scard(self.key("users")))  # type: ignore[arg-type]
+
+    def applied_log(self, user: str) -> list[str]:
+        with _unavailable(self.url):
+            return [e.decode() for e in self.r.lrange(self.key("log", user), 0, -1)]  # type: ignore[union-attr]
 
     def close(self) -> None:
         self.r.close()
