@@ -81,11 +81,8 @@ def create_app(recommender: Recommender, max_batch: int = MAX_BATCH, batch_wait_
     return FastPath(create_fastapi_app(batcher), batcher)
 
 
-def create_fastapi_app(batcher: Batcher) -> FastAPI:
-    """The FastAPI app; sync handlers run in the server's thread pool (the store and the cache are thread-safe),
-    events go through the batcher on the event loop."""
-    rec = batcher.rec
-    app = FastAPI(title="longrec", summary="streaming sequential recommendation", version="1")
+def _error_handlers(app: FastAPI) -> None:
+    """Every refused request is a 4xx JSON {error, message} (a 503 when the store is down), never a traceback."""
 
     @app.exception_handler(ServeError)
     def serve_error(_: Request, e: ServeError) -> JSONResponse:
@@ -107,6 +104,15 @@ def create_fastapi_app(batcher: Batcher) -> FastAPI:
         return JSONResponse(
             {"error": "http_error", "message": str(e.detail)}, status_code=e.status_code, headers=e.headers
         )
+
+
+def create_fastapi_app(batcher: Batcher) -> FastAPI:
+    """The FastAPI app; sync handlers run in the server's thread pool (the store and the cache are thread-safe),
+    events go through the batcher on the event loop."""
+    rec = batcher.rec
+    app = FastAPI(title="longrec", summary="streaming sequential recommendation", version="1")
+
+    _error_handlers(app)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
