@@ -25,7 +25,7 @@ from longrec.config import ExperimentConfig, load_config
 from longrec.data.loader import train_item_counts
 from longrec.data.split import Splits
 from longrec.objectives import build_model
-from longrec.train.loop import epoch_batches, load_data, make_optimizer, train_step
+from longrec.train.loop import Trainer, epoch_batches, load_data, make_optimizer, train_step
 from longrec.train.losses import make_loss
 
 
@@ -72,8 +72,9 @@ def main() -> None:
             it = epoch_batches(c, splits, np.random.default_rng([c.seed, 1]))
             batches = list(itertools.islice(it, args.batches))
             t0 = time.perf_counter()
+            trainer = Trainer(c, splits, model, model, opt, loss_fn, torch.device("cpu"))
             for batch in batches:
-                train_step(model, model, opt, c.train, batch, loss_fn, torch.device("cpu"))
+                train_step(trainer, batch)
             secs[b], used[b] = time.perf_counter() - t0, sum(x.items.numel() for x in batches)
         print(f"| {r + 1} | {secs[0]:.1f} | {secs[args.bucket]:.1f} | {secs[0] / secs[args.bucket]:.2f} | "
               f"{used[args.bucket] / used[0]:.3f} |")

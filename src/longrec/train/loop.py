@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,26 @@ from longrec.train.rundir import load_data, prepare_run_dir, train_splits
 from longrec.train.runfiles import read_run_json, same_item_ids
 from longrec.train.runinfo import provenance
 
-__all__ = ["fit", "load_data", "make_optimizer", "train_step", "epoch_batches", "Progress", "EpochHook"]
+__all__ = ["fit", "load_data", "make_optimizer", "train_step", "epoch_batches", "Progress", "EpochHook", "Trainer"]
 
 # called on rank 0 after each epoch's validation with (epoch, valid metrics); True stops training there and the run
 # finishes as an early-stopped one (best checkpoint evaluated, results.json written): longrec tune prunes through it
 EpochHook = Callable[[int, dict[str, float]], bool]
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """What every step of one training run uses: its config and data, the model (`net`: the model or its DDP
+    wrapper), optimiser and loss, the device and the processes."""
+
+    cfg: ExperimentConfig
+    splits: Splits
+    model: SeqEncoder
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    loss_fn: LossFn
+    device: torch.device
+    d: Dist = SINGLE
 
 
 def make_optimizer(model: SeqEncoder, train: TrainConfig) -> torch.optim.Optimizer:
@@ -120,6 +135,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     scorer = EncoderScorer(model, mask_token(model, cfg.train))  # the objective's query: its mask token, if any
     loss_fn = make_loss(cfg.train, model.num_items, lambda: torch.from_numpy(train_item_counts(splits)))
+    t = Trainer(cfg, splits, model, net, opt, loss_fn, device, d)
     info = describe(model)
     log(d, f"model: {cfg.model.mixer} x{cfg.model.layers}, {info['params']:,} parameters, device {device}"
         + (f", {d.world} processes ({d.backend})" if d.world > 1 else ""))
@@ -131,7 +147,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
             log(d, f"stopping: time budget of {cfg.train.time_budget_min} min used")
             break
         t0 = time.time()
-        loss = train_epoch(net, model, opt, cfg, splits, epoch, device, n_batches, loss_fn, d)
+        loss = train_epoch(t, epoch, n_batches)
         val = evaluate(scorer, splits, splits.valid, cfg.eval, device, seed=cfg.seed, dist=d)
         dt = time.time() - t0
         metric = val["metrics"][cfg.eval.metric]
@@ -145,7 +161,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
             log(d, "stopping: the epoch hook asked to (a pruned tuning trial)")
             break
     barrier(d)  # best.safetensors is complete before any rank reads it
-    return finish(cfg, run_dir, scorer, splits, prog, device, wall_before + time.time() - wall0, origin, d)
+    return finish(t, run_dir, scorer, prog, wall_before + time.time() - wall0, origin)
 
 
 def _advance(prog: Progress, epoch: int, seconds: float, metric: float, wall_seconds: float) -> bool:
@@ -202,48 +218,47 @@ def _save_epoch(run_dir: Path, model: SeqEncoder, opt: torch.optim.Optimizer, pr
         f.write(json.dumps(record) + "\n")
 
 
-def train_step(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimizer, train: TrainConfig, batch: Batch,
-               loss_fn: LossFn, device: torch.device, weight: float = 1.0, gen: torch.Generator | None = None) -> float:
+def train_step(t: Trainer, batch: Batch, weight: float = 1.0, gen: torch.Generator | None = None) -> float:
     """One optimiser step on `batch` (its loss scaled by `weight`, gradients clipped); returns the unscaled loss."""
-    b = batch.to(device)
-    with _autocast(device, train.bf16):
-        loss = batch_loss(net, model.item_table(), b, loss_fn, gen, model.repeat, train.last_targets)
-    opt.zero_grad(set_to_none=True)
+    train, model = t.cfg.train, t.model
+    b = batch.to(t.device)
+    with _autocast(t.device, train.bf16):
+        loss = batch_loss(t.net, model.item_table(), b, t.loss_fn, gen, model.repeat, train.last_targets)
+    t.opt.zero_grad(set_to_none=True)
     (loss * weight).backward()
     if train.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-    opt.step()
+    t.opt.step()
     return loss.item()
 
 
-def train_epoch(net: torch.nn.Module, model: SeqEncoder, opt: torch.optim.Optimizer, cfg: ExperimentConfig,
-                splits: Splits, epoch: int, device: torch.device, n_batches: int, loss_fn: LossFn,
-                d: Dist = SINGLE) -> float:
+def train_epoch(t: Trainer, epoch: int, n_batches: int) -> float:
     """One pass over the epoch's batches; seeded by (seed, epoch) so that a resumed run replays the same data.
-    net is the model or its DDP wrapper; under DDP each rank trains its shard of every global batch."""
+    Under DDP each rank trains its shard of every global batch."""
+    cfg, d, device = t.cfg, t.d, t.device
     rng = np.random.default_rng([cfg.seed, epoch])  # the same on every rank: all build the same global batches
     torch.manual_seed(cfg.seed * 100_003 + epoch + 7_919 * d.rank)
     # the losses' negatives; seeding it draws nothing from torch's global generator, so losses that draw none
     # (ce) train exactly as without it
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 7 + epoch + 1_000_003 * d.rank)
-    net.train()
+    t.net.train()
     total, count, seqs, t0 = 0.0, 0, 0, time.time()
-    bar = tqdm(epoch_batches(cfg, splits, rng), total=n_batches, desc=f"epoch {epoch}", unit="batch",
+    bar = tqdm(epoch_batches(cfg, t.splits, rng), total=n_batches, desc=f"epoch {epoch}", unit="batch",
                leave=False, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr, disable=not d.main)
     for batch in bar:
         part, weight = shard(batch, d)
-        loss = train_step(net, model, opt, cfg.train, part, loss_fn, device, weight, gen)
+        loss = train_step(t, part, weight, gen)
         total, count, seqs = total + loss * weight, count + 1, seqs + len(batch.users)
         bar.set_postfix(loss=f"{total / count:.4f}", seq_s=f"{seqs / (time.time() - t0):.0f}", refresh=False)
     bar.close()
     return mean_over_ranks(total, d, device) / max(count, 1)
 
 
-def finish(cfg: ExperimentConfig, run_dir: Path, scorer: EncoderScorer, splits: Splits, prog: Progress,
-           device: torch.device, wall: float, origin: dict[str, Any], d: Dist = SINGLE) -> dict[str, Any]:
+def finish(t: Trainer, run_dir: Path, scorer: EncoderScorer, prog: Progress, wall: float,
+           origin: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the best checkpoint on valid and test (the only time test is touched; valid only when eval.test is
     false); write results.json."""
-    model = scorer.model
     if (run_dir / "best.safetensors").exists():
-        model.load_state_dict(load_tensors(run_dir / "best.safetensors"))
-    return write_results(cfg, run_dir, scorer, splits, prog, device, wall, origin, describe(model)["params"], d)
+        t.model.load_state_dict(load_tensors(run_dir / "best.safetensors"))
+    return write_results(t.cfg, run_dir, scorer, t.splits, prog, t.device, wall, origin, describe(t.model)["params"],
+                         t.d)
