@@ -173,8 +173,8 @@ def _serve(sub: Subparsers) -> None:
     sv.add_argument("run_dir", help=RUN_DIR_HELP)
     sv.add_argument("--store", default="", help="sqlite:///state.db, a path, or redis://host:port/db[?prefix=NAME] "
                     "(the redis extra); default RUN_DIR/serve-state.db")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=argtypes.port, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=argtypes.port, default=8000, help="TCP port (default 8000)")
     sv.add_argument("--prefill", action="store_true",
                     help="before serving, store the state of every user of the run's corpus (whole histories)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
