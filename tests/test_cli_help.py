@@ -40,3 +40,10 @@ def test_export_format_lists_its_choices(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["export", "RUN", "--format", "tflite", "--out", "x"])
     assert "(choose from 'onnx')" in capsys.readouterr().err
+
+
+def test_every_subcommand_of_the_parser_has_a_handler_and_no_handler_lacks_one() -> None:
+    from longrec.cli import HANDLERS
+    from longrec.cli_parser import ADDERS
+
+    assert list(HANDLERS) == list(ADDERS)  # cli dispatches on args.command: the two tables name the same commands

@@ -146,7 +146,8 @@ class ItemKNN(_Baseline):
         rows = torch.arange(B)[:, None].expand_as(items)
         votes.index_put_((rows.cpu(), items.cpu()), weight.cpu(), accumulate=True)
         votes[:, 0] = 0.0
-        knn = (self.sim_t @ votes.t()).t()[:, c0:c1].to(items.device)  # [B, C]
+        rows = self.sim_t if c1 - c0 == self.num_items + 1 else self.sim_t.index_select(0, torch.arange(c0, c1))
+        knn = torch.sparse.mm(rows, votes.t()).t().to(items.device)  # [B, C]: only this chunk's candidates
         return torch.where(knn > 0, 1.0 + knn, self.pop.to(items.device)[c0:c1].expand(B, -1))
 
 

@@ -18,7 +18,7 @@ import orjson
 
 from longrec.serve.batcher import Batcher
 from longrec.serve.store import StoreError
-from longrec.serve.types import Event, ServeError
+from longrec.serve.types import MAX_EVENTS, MAX_ID, Event, ServeError, ranked, refusal
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,8 +26,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-MAX_EVENTS = 10_000  # as app.EventsIn
-MAX_ID = 256  # characters of an id, as app.Id
 USER_PATH = re.compile(r"/v1/users/([^/]+)/recommendations")
 TRUE = {"true", "1", "yes", "on", "t", "y"}  # pydantic's spellings of a bool, lower-cased
 FALSE = {"false", "0", "no", "off", "f", "n"}
@@ -142,15 +140,12 @@ class FastPath:
         return {"applied": res.applied, "duplicates": res.duplicates}
 
     async def _recommend(self, user: str, k: int, exclude_seen: bool) -> dict[str, Any]:
-        ranked = self.rec.recommend(user, k, exclude_seen)
-        return {"user": user, "items": [{"item": s.item, "score": s.score} for s in ranked]}
+        return {"user": user, "items": ranked(self.rec.recommend(user, k, exclude_seen))}
 
     async def _guard(self, send: Send, handler: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """The handler's payload as 200, or its refusal in app.py's error shape."""
         try:
             payload = await handler(*args)
-        except ServeError as e:
-            return await _answer(send, e.status, {"error": e.code, "message": str(e)})
-        except StoreError as e:  # the store is down or refuses: not the client's fault
-            return await _answer(send, 503, {"error": "store_unavailable", "message": str(e)})
+        except (ServeError, StoreError) as e:
+            return await _answer(send, *refusal(e))
         await _answer(send, 200, payload)

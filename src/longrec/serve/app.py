@@ -27,9 +27,8 @@ from longrec.serve.batcher import BATCH_WAIT_MS, MAX_BATCH, Batcher
 from longrec.serve.recommender import CACHE_MIB, Recommender
 from longrec.serve.store import StoreError
 from longrec.serve.streamers import StreamMode
-from longrec.serve.types import Event, Scored, ServeError
+from longrec.serve.types import MAX_EVENTS, MAX_ID, Event, ServeError, ranked, refusal
 
-MAX_EVENTS = 10_000  # per request: bounds the work (and the write transaction) one call can cause
 MAX_ITEMS = 10_000  # per anonymous history; only the newest max_len events are encoded
 
 
@@ -38,7 +37,7 @@ def _as_str(v: Any) -> Any:
     return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
-Id = Annotated[str, BeforeValidator(_as_str), Field(min_length=1, max_length=256)]
+Id = Annotated[str, BeforeValidator(_as_str), Field(min_length=1, max_length=MAX_ID)]
 
 
 class EventIn(BaseModel):
@@ -57,10 +56,6 @@ class ItemsIn(BaseModel):
     ts: list[float] | None = Field(None, max_length=MAX_ITEMS)  # their times in seconds (time-channel models)
     k: int = Field(10, ge=1, le=1000)
     exclude_seen: bool = True
-
-
-def _ranked(scored: list[Scored]) -> list[dict[str, Any]]:
-    return [{"item": s.item, "score": s.score} for s in scored]
 
 
 def _message(err: Any) -> str:
@@ -85,12 +80,10 @@ def _error_handlers(app: FastAPI) -> None:
     """Every refused request is a 4xx JSON {error, message} (a 503 when the store is down), never a traceback."""
 
     @app.exception_handler(ServeError)
-    def serve_error(_: Request, e: ServeError) -> JSONResponse:
-        return _error(e.status, e.code, str(e))
-
     @app.exception_handler(StoreError)
-    def store_error(_: Request, e: StoreError) -> JSONResponse:  # the store is down or refuses: not the client's fault
-        return _error(503, "store_unavailable", str(e))
+    def refused(_: Request, e: Exception) -> JSONResponse:
+        status, body = refusal(e)
+        return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -137,11 +130,11 @@ def create_fastapi_app(batcher: Batcher) -> FastAPI:
     def user_recommendations(
         user: str, k: Annotated[int, Query(ge=1, le=1000)] = 10, exclude_seen: bool = True
     ) -> dict[str, Any]:
-        return {"user": user, "items": _ranked(rec.recommend(user, k, exclude_seen))}
+        return {"user": user, "items": ranked(rec.recommend(user, k, exclude_seen))}
 
     @app.post("/v1/recommendations")
     def item_list_recommendations(body: ItemsIn) -> dict[str, Any]:
-        return {"items": _ranked(rec.recommend_items(body.items, body.k, body.exclude_seen, body.ts))}
+        return {"items": ranked(rec.recommend_items(body.items, body.k, body.exclude_seen, body.ts))}
 
     return app
 
