@@ -13,8 +13,6 @@ import csv
 import sys
 from pathlib import Path
 
-import torch
-
 from longrec.train.evaluate import evaluate
 from longrec.train.run import load_scorer
 
@@ -30,7 +28,7 @@ def main() -> int:
         for row in csv.DictReader(f):
             top.setdefault(row["user"], []).append(row["item"])
     cfg, scorer, splits = load_scorer(args.run)
-    ranks = evaluate(scorer, splits, splits.test, cfg.eval, torch.device("cpu"))["ranks"].tolist()
+    ranks = evaluate(scorer, splits, splits.test, cfg.eval)["ranks"].tolist()
     c, hits, bad = splits.corpus, 0, []
     for u, e, rank in zip(splits.test.users.tolist(), splits.test.ends.tolist(), ranks, strict=True):
         user, target = str(c.user_ids[u]), str(c.item_ids[c.seq(u)[e]])

@@ -85,9 +85,8 @@ def test_unmasked_protocol_is_named_and_lets_personal_baselines_find_repeated_ta
     splits = leave_one_out(repeat_corpus())
     counts = torch.zeros(31)
     per = build_baseline("personal", counts, 50, {})
-    cpu = torch.device("cpu")
-    unmasked = evaluate(per, splits, splits.test, EvalConfig(mask_history=False), cpu)
-    masked = evaluate(per, splits, splits.test, EvalConfig(mask_history=True), cpu)
+    unmasked = evaluate(per, splits, splits.test, EvalConfig(mask_history=False))
+    masked = evaluate(per, splits, splits.test, EvalConfig(mask_history=True))
     assert unmasked["protocol"] == "full ranking, history not masked"
     assert unmasked["metrics"]["recall@5"] == 1.0  # the target is one of the user's 3 items
     assert masked["metrics"]["recall@5"] < 0.3  # masking bans exactly those items

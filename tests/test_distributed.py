@@ -93,7 +93,7 @@ def eval_ranks(d: Dist, item_chunk: int) -> np.ndarray:
     torch.manual_seed(0)
     model = build_model(30, ModelConfig(dim=8, max_len=10, dropout=0.0), TrainConfig())
     cfg = EvalConfig(batch_size=2, item_chunk=item_chunk)
-    res = evaluate(EncoderScorer(model), splits, splits.test, cfg, torch.device("cpu"), dist=d)
+    res = evaluate(EncoderScorer(model), splits, splits.test, cfg, dist=d)
     assert res["users"] == 13
     return np.asarray(res["ranks"])
 

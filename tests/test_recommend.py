@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from longrec.cli import main
 from longrec.config import load_config
@@ -50,7 +49,7 @@ def test_top10_holds_the_test_target_exactly_when_its_eval_rank_is_at_most_10(ru
                  "--out", str(tmp_path / "top.csv")]) == 0
     top = _read_csv(tmp_path / "top.csv")
     cfg, scorer, splits = load_scorer(run)
-    ranks = evaluate(scorer, splits, splits.test, cfg.eval, torch.device("cpu"))["ranks"]
+    ranks = evaluate(scorer, splits, splits.test, cfg.eval)["ranks"]
     c = splits.corpus
     assert len(top) == len(splits.test)
     hits = 0

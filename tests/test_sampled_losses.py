@@ -219,14 +219,13 @@ def test_evaluate_in_item_chunks_gives_identical_metrics() -> None:
     torch.manual_seed(0)
     model = build_model(60, ModelConfig(dim=8, max_len=16, dropout=0.0), TrainConfig())
     scorer = EncoderScorer(model)
-    whole = evaluate(scorer, splits, splits.test, EvalConfig(batch_size=16), torch.device("cpu"))
+    whole = evaluate(scorer, splits, splits.test, EvalConfig(batch_size=16))
     for chunk in (9, 32):
-        parts = evaluate(scorer, splits, splits.test, EvalConfig(batch_size=16, item_chunk=chunk),
-                         torch.device("cpu"))
+        parts = evaluate(scorer, splits, splits.test, EvalConfig(batch_size=16, item_chunk=chunk))
         np.testing.assert_array_equal(parts["ranks"], whole["ranks"])
         assert parts["metrics"] == whole["metrics"]
     sampled = [evaluate(scorer, splits, splits.test, EvalConfig(sampled="popularity", negatives=10, item_chunk=c),
-                        torch.device("cpu"), seed=3)["ranks"] for c in (9, 1 << 16)]  # candidates scored alone
+                        seed=3)["ranks"] for c in (9, 1 << 16)]  # candidates scored alone
     np.testing.assert_array_equal(sampled[0], sampled[1])
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import needs_data
+from longrec.config import TrainConfig
 from longrec.data.corpus import Corpus
 from longrec.data.datasets import load_corpus
 from longrec.data.loader import Batch, collate, eval_batches
@@ -139,7 +140,7 @@ def test_masked_item_batches_hide_real_positions_only() -> None:
     s = leave_one_out(corpus)
     n, mtok = 30, corpus.num_items + 1
     total = hidden = 0
-    for b in masked_item_batches(s, n, 64, np.random.default_rng(3), 0.3, mtok):
+    for b in masked_item_batches(s, n, TrainConfig(batch_size=64, mask_prob=0.3), np.random.default_rng(3), mtok):
         u = b.users.numpy()
         te = s.train_ends[u]
         plain = torch.from_numpy(collate(corpus, u, np.maximum(te - n, 0), te, n))  # the unmasked window
@@ -175,7 +176,8 @@ def test_targets_are_inputs_shifted_by_one() -> None:
 BUCKET_MAKERS = {
     "next_item": lambda s, b: next_item_batches(s, 60, 16, np.random.default_rng(5), "last", b),
     "last_item": lambda s, b: last_item_batches(s, 60, 16, np.random.default_rng(5), 0, b),
-    "masked_item": lambda s, b: masked_item_batches(s, 60, 16, np.random.default_rng(5), 0.2, 41, "last", b),
+    "masked_item": lambda s, b: masked_item_batches(s, 60, TrainConfig(batch_size=16, bucket=b),
+                                                    np.random.default_rng(5), 41),
 }
 
 
@@ -220,9 +222,10 @@ def makers(n: int, cuts: int) -> dict[str, BatchMaker]:
         "next_item/last": lambda s, tok: next_item_batches(s, n, 256, np.random.default_rng(7), "last"),
         "next_item/random": lambda s, tok: next_item_batches(s, n, 256, np.random.default_rng(7), "random"),
         "last_item": lambda s, tok: last_item_batches(s, n, 1024, np.random.default_rng(7), cuts),
-        "masked_item/last": lambda s, tok: masked_item_batches(s, n, 256, np.random.default_rng(7), 0.2, tok),
+        "masked_item/last": lambda s, tok: masked_item_batches(s, n, TrainConfig(batch_size=256),
+                                                               np.random.default_rng(7), tok),
         "masked_item/random": lambda s, tok: masked_item_batches(
-            s, n, 256, np.random.default_rng(7), 0.2, tok, "random"
+            s, n, TrainConfig(batch_size=256, window="random"), np.random.default_rng(7), tok
         ),
     }
 
@@ -324,7 +327,9 @@ def test_same_seed_same_batches(name: str) -> None:
         "next_item/last": lambda: next_item_batches(splits, 20, 256, np.random.default_rng(8)),
         "next_item/random": lambda: next_item_batches(splits, 20, 256, np.random.default_rng(8), "random"),
         "last_item": lambda: last_item_batches(splits, 20, 1024, np.random.default_rng(8), 2),
-        "masked_item/last": lambda: masked_item_batches(splits, 20, 256, np.random.default_rng(8), 0.2, 99),
-        "masked_item/random": lambda: masked_item_batches(splits, 20, 256, np.random.default_rng(8), 0.2, 99, "random"),
+        "masked_item/last": lambda: masked_item_batches(splits, 20, TrainConfig(batch_size=256),
+                                                        np.random.default_rng(8), 99),
+        "masked_item/random": lambda: masked_item_batches(splits, 20, TrainConfig(batch_size=256, window="random"),
+                                                          np.random.default_rng(8), 99),
     }[name]
     assert rows(other()) != first  # and the seed matters

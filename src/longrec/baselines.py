@@ -52,6 +52,7 @@ class _Baseline:
     """Common part: popularity shares from training counts, the Scorer attributes, `pick` from `scores`."""
 
     mask_token = 0
+    device = torch.device("cpu")  # counts on the CPU: the catalogues they serve fit
     needs_sequences = False  # build_baseline hands the training sequences to those that say so
 
     def __init__(self, counts: Tensor, max_len: int) -> None:

@@ -87,6 +87,7 @@ class EvalConfig:
     negatives: int = 100  # sampled ranking: negatives per user
     batch_size: int = 256
     item_chunk: int = 65536  # full ranking scores at most this many items at a time (memory O(batch * chunk))
+    window: int = 0  # the newest N events are the input at evaluation; 0 = model.max_len (bench window-sweep)
     metric: str = "ndcg@10"  # validation metric for model selection and early stopping
     test: bool = True  # evaluate the best checkpoint on the test split at the end; false: validation only (tune trials)
 
@@ -233,9 +234,7 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> Exper
         raise ConfigError(f"{spec}: {str(e).removeprefix('config: ')}") from None
     for o in overrides:
         raw = _merge(raw, parse_override(o))
-    cfg = from_dict(ExperimentConfig, raw)
-    validate(cfg)
-    return cfg
+    return config_from_dict(raw)
 
 
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:

@@ -74,6 +74,7 @@ RANGES: dict[str, Range] = {
     "eval.negatives": POSITIVE,  # 0 negatives ranks every target first (NDCG 1.0)
     "eval.batch_size": POSITIVE,
     "eval.item_chunk": POSITIVE,
+    "eval.window": NON_NEGATIVE,
 }
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from longrec.data.corpus import Corpus
 from longrec.data.loader import history_windows, to_batch
 from longrec.errors import DataError, LongrecError
-from longrec.scoring import Banned, EncoderScorer, Scorer, banned_pairs, top_k
+from longrec.scoring import Banned, Scorer, banned_pairs, top_k
 from longrec.train.evaluate import history_index
 from longrec.train.run import load_scorer
 from longrec.train.runinfo import peak_memory_mib
@@ -68,14 +68,10 @@ def read_user_file(path: Path, corpus: Corpus) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def _device(scorer: Scorer) -> torch.device:
-    return next(scorer.model.parameters()).device if isinstance(scorer, EncoderScorer) else torch.device("cpu")
-
-
 def _rows(scorer: Scorer, corpus: Corpus, users: np.ndarray, ends: np.ndarray, req: Request, keep: bool,
-          chunk: int, device: torch.device) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+          chunk: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """(users, scores [B,k'], items [B,k']) per batch of users; history items banned unless `keep`."""
-    bs = req.batch_size
+    bs, device = req.batch_size, scorer.device
     for i in range(0, len(users), bs):
         u, e = users[i : i + bs], ends[i : i + bs]
         items, times = history_windows(corpus, u, e, scorer.max_len, scorer.mask_token)
@@ -160,13 +156,13 @@ def recommend_users(run_dir: Path, users: str, out: Path, req: Request) -> dict[
     else:
         ids = np.arange(corpus.num_users) if users == "all" else read_user_file(Path(users), corpus)
         ends = corpus.lengths[ids]
-    device = _device(scorer)
+    device = scorer.device
     writer = _Writer(out)
     n_rows = 0
     try:
         bar = tqdm(total=len(ids), desc="recommend", unit="user", file=sys.stderr,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        for u, v, idx in _rows(scorer, corpus, ids, ends, req, keep, cfg.eval.item_chunk, device):
+        for u, v, idx in _rows(scorer, corpus, ids, ends, req, keep, cfg.eval.item_chunk):
             cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
             for user, scores, items in zip(u.tolist(), v.tolist(), idx.tolist(), strict=True):
                 kept = [(i, s) for i, s in zip(items, scores, strict=True) if s != float("-inf")]
@@ -207,6 +203,6 @@ def recommend_history(run_dir: Path, history: list[str], req: Request) -> list[t
     keep = (not cfg.eval.mask_history) if req.keep_history is None else req.keep_history
     req = Request(req.k, keep, req.as_of, 1)
     _, v, idx = next(_rows(scorer, one, np.zeros(1, dtype=np.int64), one.lengths, req, keep,
-                           cfg.eval.item_chunk, _device(scorer)))
+                           cfg.eval.item_chunk))
     kept = [(i, s) for i, s in zip(idx[0].tolist(), v[0].tolist(), strict=True) if s != float("-inf")]
     return [(r, str(corpus.item_ids[i]), s) for r, (i, s) in enumerate(kept, 1)]

@@ -23,11 +23,15 @@ class Scorer(Protocol):
 
     max_len:    the window it reads (eval batches hold the newest max_len events)
     mask_token: id appended after the window (BERT4Rec's cloze token), 0 for none
+    device:     where its batches go and its scores live
     """
 
     num_items: int
     max_len: int
     mask_token: int
+
+    @property
+    def device(self) -> torch.device: ...
 
     def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> Any:
         """items [B,N] int64 left-padded, mask [B,N] bool, times [B,N] float64 seconds or None -> an opaque query
@@ -62,6 +66,10 @@ class EncoderScorer:
         self.num_items: int = model.num_items
         self.max_len: int = model.max_len
         self.mask_token = mask_token
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> EncoderQuery:
         self.model.eval()

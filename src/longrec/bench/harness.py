@@ -141,8 +141,9 @@ def add_options(p: argparse.ArgumentParser, cls: type) -> None:
     for f in fields(cls):
         if "help" in f.metadata:
             flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
-            kw: dict[str, Any] = {"metavar": None if "choices" in f.metadata else flag[2:].replace("-", "_").upper()}
-            kw |= {k: v for k, v in f.metadata.items() if k != "flag"}
+            kw = {k: v for k, v in f.metadata.items() if k != "flag"}
+            if not {"choices", "action"} & set(kw):  # a flag (store_true) takes no metavar
+                kw["metavar"] = flag[2:].replace("-", "_").upper()
             p.add_argument(flag, dest=f.name, default=f.default, **kw)
 
 

@@ -26,13 +26,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from longrec.argtypes import fraction, non_negative_float, positive_int
-from longrec.bench.harness import percentile
+from longrec.bench.harness import add_options, option, options, percentile
 from longrec.bench.serve_proc import TRANSPORT_ERRORS, Http, Server
 from longrec.errors import LongrecError
 from longrec.serve.store_url import open_store
@@ -40,25 +40,26 @@ from longrec.serve.store_url import open_store
 Ev = tuple[str, str, str]  # (user, item, event id)
 
 
-def _option(default: Any, help_: str) -> Any:
-    return field(default=default, metadata={"help": help_})  # a --flag of `longrec bench loadtest`
-
-
 @dataclass(frozen=True)
 class LoadOptions:
-    events: int = _option(10_000, "events in the throughput phase")
-    crash_events: int = _option(2_000, "events in the kill -9 phase")
-    clients: int = _option(8, "concurrent client threads")
-    users: int = _option(200, "distinct users, spread over the clients")
-    batch: int = _option(1, "events per request")
-    kill_at: float = _option(0.3, "kill once this fraction of the crash-phase events is acknowledged")
-    dup_fraction: float = _option(0.1, "fraction of acknowledged events re-sent after the restart")
-    check_users: int = _option(20, "users whose served recommendations are checked against a replay")
-    server_threads: int = _option(1, "torch threads of the server")
-    reads_per_s: float = _option(0.0, "GET /v1/users/{user}/recommendations per second during the throughput "
-                                      "phase, from one more client thread, for users with acknowledged events")
-    server_args: str = _option("", "more options of `longrec serve`, one string (e.g. '--workers 2')")
-    prefill: bool = False  # start the server with --prefill (the run's corpus users' states built first)
+    """What the load test sends; the fields made with option() are flags of `longrec bench loadtest`."""
+
+    events: int = option(10_000, "events in the throughput phase", type=positive_int)
+    crash_events: int = option(2_000, "events in the kill -9 phase", type=positive_int)
+    clients: int = option(8, "concurrent client threads", type=positive_int)
+    users: int = option(200, "distinct users, spread over the clients", type=positive_int)
+    batch: int = option(1, "events per request", type=positive_int)
+    kill_at: float = option(0.3, "kill once this fraction of the crash-phase events is acknowledged", type=fraction)
+    dup_fraction: float = option(0.1, "fraction of acknowledged events re-sent after the restart", type=fraction)
+    check_users: int = option(20, "users whose served recommendations are checked against a replay",
+                              type=positive_int)
+    server_threads: int = option(1, "torch threads of the server", type=positive_int)
+    reads_per_s: float = option(0.0, "GET /v1/users/{user}/recommendations per second during the throughput "
+                                     "phase, from one more client thread, for users with acknowledged events",
+                                type=non_negative_float)
+    server_args: str = option("", "more options of `longrec serve`, one string (e.g. '--workers 2')")
+    prefill: bool = option(False, "start the server with --prefill (the run's corpus users' states built first)",
+                           action="store_true")
     start_timeout_s: float = 120.0
     seed: int = 0
 
@@ -247,14 +248,10 @@ def run_loadtest(run_dir: Path, opts: LoadOptions, store: str = "", work_dir: Pa
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
-    kinds: dict[str, Callable[[str], Any]] = {"reads_per_s": non_negative_float, "server_args": str}
-    for f in (f for f in fields(LoadOptions) if "help" in f.metadata):
-        kind = kinds.get(f.name, fraction if isinstance(f.default, float) else positive_int)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=f.metadata["help"])
-    p.add_argument("--prefill", action="store_true", help="start the server with --prefill")
+    add_options(p, LoadOptions)
     p.add_argument("--store", default="", help="state store URL (default: a fresh SQLite file in a temp dir)")
     args = p.parse_args(argv)
-    opts = LoadOptions(**{f.name: getattr(args, f.name) for f in fields(LoadOptions) if hasattr(args, f.name)})
+    opts = options(LoadOptions, args)
     try:
         report = run_loadtest(args.run_dir, opts, args.store)
     except LongrecError as e:

@@ -36,7 +36,7 @@ from longrec.data.corpus import Corpus
 from longrec.errors import LongrecError
 from longrec.objectives import build_model, mask_token
 from longrec.plots import loglog_by_variant
-from longrec.serve.recommender import Recommender
+from longrec.serve.recommender import Recommender, Served
 from longrec.serve.store_url import open_store
 from longrec.serve.streamers import STREAMERS, StreamMode
 
@@ -98,7 +98,7 @@ def measure(name: str, lengths: Sequence[int], opts: Options, store_dir: Path) -
     hists = [g.integers(1, opts.items + 1, n) for n in lengths]
     corpus = Corpus.from_seqs(hists, opts.items, user_ids=[f"L{n}" for n in lengths])
     token = mask_token(model, cfg.train)
-    rec = Recommender(model, corpus, open_store(store_dir / f"{name}.db"), f"bench {name}", token, name, mode=mode)
+    rec = Recommender(Served(model, f"bench {name}", token, name), corpus, open_store(store_dir / f"{name}.db"), mode)
     new = np.random.default_rng(opts.seed + 1).integers(1, opts.items + 1, opts.warmup + opts.reps).tolist()
     try:
         rec.prefill_from_corpus(users_per_batch=1)  # alone: a KV cache batched with longer rows keeps pads

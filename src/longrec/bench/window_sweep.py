@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from longrec.argtypes import positive_int
 from longrec.bench import harness
@@ -84,13 +83,12 @@ def sweep(runs: list[Path], windows: list[str | int], split: str, long: int, bat
             repeat = repeats(splits.corpus, rows.users, rows.ends)
         users_key = key
         ecfg = dataclasses.replace(cfg.eval, batch_size=batch, sampled="none")  # the run's own history masking
-        device = next(scorer.model.parameters()).device if isinstance(scorer, EncoderScorer) else torch.device("cpu")
         full = int(rows.ends.max())
         learned = isinstance(scorer, EncoderScorer) and scorer.model.pos_emb is not None
         for w in windows:
             n = scorer.max_len if w == "own" else full if w == "full" else int(w)
             t0 = time.perf_counter()
-            res = evaluate(scorer, splits, rows, ecfg, device, seed=cfg.seed + (split == "test"), window=n)
+            res = evaluate(scorer, splits, rows, dataclasses.replace(ecfg, window=n), seed=cfg.seed + (split == "test"))
             sec = time.perf_counter() - t0
             ranks = res["ranks"]
             sel = rows.ends >= long

@@ -12,18 +12,19 @@ from longrec.data.split import Splits
 from longrec.objectives.base import Objective
 
 
-def masked_item_batches(splits: Splits, n: int, batch_size: int, rng: np.random.Generator, mask_prob: float,
-                        mask_token: int, window: str = "last", bucket: int = 0) -> Iterator[Batch]:
-    """BERT4Rec cloze: a share of real positions is replaced by the mask token and predicted."""
+def masked_item_batches(splits: Splits, n: int, train: TrainConfig, rng: np.random.Generator,
+                        mask_token: int) -> Iterator[Batch]:
+    """BERT4Rec cloze: a share (train.mask_prob) of real positions is replaced by the mask token and predicted;
+    batches of train.batch_size windows (train.window, train.bucket)."""
     te = splits.train_ends
     users = rng.permutation(np.flatnonzero(te >= 1))
-    ends = window_ends(te[users], 1, window, rng)
-    for rows in batch_rows(np.minimum(ends, n), batch_size, bucket, rng):
+    ends = window_ends(te[users], 1, train.window, rng)
+    for rows in batch_rows(np.minimum(ends, n), train.batch_size, train.bucket, rng):
         u, e = users[rows], ends[rows]
         items = collate(splits.corpus, u, np.maximum(e - n, 0), e, n)
         times = collate_times(splits.corpus, u, np.maximum(e - n, 0), e, n)
         real = items > 0
-        hide = real & (rng.random(items.shape) < mask_prob)
+        hide = real & (rng.random(items.shape) < train.mask_prob)
         # every row predicts at least one item: force one random real position where none was drawn
         none = ~hide.any(1)
         if none.any():
@@ -42,8 +43,7 @@ class MaskedItem(Objective):
 
     def batches(self, splits: Splits, n: int, train: TrainConfig, rng: np.random.Generator) -> Iterator[Batch]:
         token = self.mask_token(splits.corpus.num_items)
-        return masked_item_batches(splits, n, train.batch_size, rng, train.mask_prob, token, train.window,
-                                   train.bucket)
+        return masked_item_batches(splits, n, train, rng, token)
 
     def rows(self, splits: Splits, train: TrainConfig) -> int:
         return int((splits.train_ends >= 1).sum())

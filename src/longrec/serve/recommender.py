@@ -6,6 +6,7 @@ import hashlib
 import math
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,12 +34,23 @@ from longrec.serve.types import (
 from longrec.serve.writer import Request, apply_requests, union
 from longrec.train.run import load_run
 
-__all__ = ["Applied", "Event", "Recommender", "Scored", "ServeError", "StreamingUnsupported", "UnknownItem",
-           "UnknownUser", "run_fingerprint"]
+__all__ = ["Applied", "Event", "Recommender", "Scored", "ServeError", "Served", "StreamingUnsupported",
+           "UnknownItem", "UnknownUser", "run_fingerprint"]
 
 MAX_LISTED = 5  # unknown ids named in one error message
 ITEM_CHUNK = 65536  # items scored at a time: a request's memory is O(batch x chunk), whatever the catalogue
 CACHE_MIB = 256.0  # default bound of the hot-state cache
+
+
+@dataclass(frozen=True)
+class Served:
+    """The run a Recommender serves: its model, the fingerprint its store is bound to (run_fingerprint), the
+    token appended after a history at scoring (BERT4Rec's mask; 0 for none) and its name."""
+
+    model: SeqEncoder
+    fingerprint: str
+    mask_token: int = 0
+    name: str = ""
 
 
 def run_fingerprint(run_dir: Path) -> str:
@@ -64,18 +76,10 @@ class Recommender:
     read the store, as another worker may have advanced a cached user.
     """
 
-    def __init__(
-        self,
-        model: SeqEncoder,
-        corpus: Corpus,
-        store: StateStore,
-        fingerprint: str,
-        mask_token_id: int = 0,
-        name: str = "",
-        mode: StreamMode | None = None,
-        cache_mib: float = CACHE_MIB,
-    ) -> None:
-        self.model = model.eval()
+    def __init__(self, run: Served, corpus: Corpus, store: StateStore, mode: StreamMode | None = None,
+                 cache_mib: float = CACHE_MIB) -> None:
+        model, mask_token_id, name = run.model.eval(), run.mask_token, run.name
+        self.model = model
         self.corpus = corpus
         self.store = store
         self.name = name
@@ -97,7 +101,7 @@ class Recommender:
         self.sole_writer = True  # recommend() may read the cache; False when other workers write the same store
         self.write_lock = threading.Lock()  # writer.apply_requests: one batch at a time in this process
         self.conflicts = 0  # batches recomputed after a VersionConflict (/healthz)
-        store.bind(fingerprint)
+        store.bind(run.fingerprint)
 
     @classmethod
     def load(
@@ -110,8 +114,8 @@ class Recommender:
         cfg, model, splits = load_run(run_dir, torch.device(device) if device else None)
         if store is None or isinstance(store, (str, Path)):
             store = open_store(store if store is not None else run_dir / "serve-state.db")
-        return cls(model, splits.corpus, store, run_fingerprint(run_dir), mask_token(model, cfg.train), cfg.name,
-                   cache_mib=cache_mib)
+        run = Served(model, run_fingerprint(run_dir), mask_token(model, cfg.train), cfg.name)
+        return cls(run, splits.corpus, store, cache_mib=cache_mib)
 
     def close(self) -> None:
         self.store.close()

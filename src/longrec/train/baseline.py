@@ -15,7 +15,7 @@ from longrec.data.split import Splits
 from longrec.scoring import Scorer
 from longrec.train.checkpoint import write_json
 from longrec.train.evaluate import check_data
-from longrec.train.results import Progress, write_results
+from longrec.train.results import Finished, Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
 from longrec.train.runinfo import provenance
 
@@ -30,7 +30,7 @@ def fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     scorer = baseline_scorer(cfg, splits)
     prepare_run_dir(cfg, run_dir, False, splits)
     prog = Progress(segments=[{"after_epoch": 0, "git_commit": origin["git_commit"], "device": origin["device"]}])
-    results = write_results(cfg, run_dir, scorer, splits, prog, device, 0.0, origin, 0)
+    results = write_results(Finished(cfg, splits, prog, origin), run_dir, scorer)
     results["wall_seconds"] = time.time() - wall0
     write_json(run_dir / "results.json", results)
     return results

@@ -76,17 +76,17 @@ def sample_candidates(splits: Splits, rows: EvalSet, cfg: EvalConfig, seed: int)
 
 
 @torch.no_grad()
-def evaluate(scorer: Scorer, splits: Splits, rows: EvalSet, cfg: EvalConfig, device: torch.device, seed: int = 0,
-             dist: Dist = SINGLE, window: int | None = None) -> dict:
-    """Metrics over the rows (overall and by history length) and the per-row ranks. `window` overrides the
+def evaluate(scorer: Scorer, splits: Splits, rows: EvalSet, cfg: EvalConfig, seed: int = 0,
+             dist: Dist = SINGLE) -> dict:
+    """Metrics over the rows (overall and by history length) and the per-row ranks. cfg.window > 0 overrides the
     scorer's max_len (the newest `window` events are its input). Under DDP each rank ranks its share of the
     rows and the ranks are gathered, so every rank returns the whole result."""
-    corpus = splits.corpus
+    corpus, device = splits.corpus, scorer.device
     mine = dist.rows(len(rows))
     local = EvalSet(rows.users[mine], rows.ends[mine])
     ranks = np.empty(len(local), dtype=np.int64)
     cands = sample_candidates(splits, rows, cfg, seed)[mine] if cfg.sampled != "none" else None
-    n = window or scorer.max_len
+    n = cfg.window or scorer.max_len
     for batch, idx in eval_batches(splits, local, n, cfg.batch_size, scorer.mask_token):
         b = batch.to(device)
         query = scorer.encode(b.items, b.mask, b.times)

@@ -35,7 +35,7 @@ from longrec.train.checkpoint import (
 from longrec.train.distributed import SINGLE, Dist, agree, barrier, mean_over_ranks, session, shard
 from longrec.train.evaluate import check_data, evaluate
 from longrec.train.losses import LossFn, make_loss
-from longrec.train.results import Progress, write_results
+from longrec.train.results import Finished, Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir, train_splits
 from longrec.train.runfiles import read_run_json, same_item_ids
 from longrec.train.runinfo import provenance
@@ -148,7 +148,7 @@ def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: to
             break
         t0 = time.time()
         loss = train_epoch(t, epoch, n_batches)
-        val = evaluate(scorer, splits, splits.valid, cfg.eval, device, seed=cfg.seed, dist=d)
+        val = evaluate(scorer, splits, splits.valid, cfg.eval, seed=cfg.seed, dist=d)
         dt = time.time() - t0
         metric = val["metrics"][cfg.eval.metric]
         improved = _advance(prog, epoch, dt, metric, wall_before + time.time() - wall0)
@@ -260,5 +260,5 @@ def finish(t: Trainer, run_dir: Path, scorer: EncoderScorer, prog: Progress, wal
     false); write results.json."""
     if (run_dir / "best.safetensors").exists():
         t.model.load_state_dict(load_tensors(run_dir / "best.safetensors"))
-    return write_results(t.cfg, run_dir, scorer, t.splits, prog, t.device, wall, origin, describe(t.model)["params"],
-                         t.d)
+    return write_results(Finished(t.cfg, t.splits, prog, origin, describe(t.model)["params"], wall, t.d), run_dir,
+                         scorer)

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from longrec.config import ExperimentConfig, to_dict
 from longrec.data.split import Splits
 from longrec.metrics import format_table
@@ -35,13 +33,26 @@ class Progress:
     segments: list[dict[str, Any]] = field(default_factory=list)
 
 
-def write_results(cfg: ExperimentConfig, run_dir: Path, scorer: Scorer, splits: Splits, prog: Progress,
-                  device: torch.device, wall: float, origin: dict[str, Any], params: int,
-                  d: Dist = SINGLE) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Finished:
+    """A run at its end, as results.json records it beside the metrics: config, data, progress, provenance
+    (runinfo.provenance), parameter count, wall seconds over every start, and the processes."""
+
+    cfg: ExperimentConfig
+    splits: Splits
+    prog: Progress
+    origin: dict[str, Any]
+    params: int = 0
+    wall: float = 0.0
+    d: Dist = SINGLE
+
+
+def write_results(run: Finished, run_dir: Path, scorer: Scorer) -> dict[str, Any]:
     """Evaluate `scorer` on valid and test (valid only when eval.test is false), write results.json (rank 0) and
     print the test table (the valid one without test)."""
-    valid = evaluate(scorer, splits, splits.valid, cfg.eval, device, seed=cfg.seed, dist=d)
-    test = evaluate(scorer, splits, splits.test, cfg.eval, device, seed=cfg.seed + 1, dist=d) if cfg.eval.test else {}
+    cfg, splits, prog, d = run.cfg, run.splits, run.prog, run.d
+    valid = evaluate(scorer, splits, splits.valid, cfg.eval, seed=cfg.seed, dist=d)
+    test = evaluate(scorer, splits, splits.test, cfg.eval, seed=cfg.seed + 1, dist=d) if cfg.eval.test else {}
     n = len(prog.epoch_seconds)
     results = {
         "name": cfg.name,
@@ -52,11 +63,11 @@ def write_results(cfg: ExperimentConfig, run_dir: Path, scorer: Scorer, splits: 
         "training": {"epochs": prog.epoch, "best_epoch": prog.best_epoch,
                      "seconds_per_epoch": sum(prog.epoch_seconds) / n if n else 0.0,
                      "seconds_to_best": prog.seconds_to_best, "train_seconds": prog.train_seconds,
-                     "params": params, "processes": d.world},
-        "wall_seconds": wall,  # every start of the run, summed (time lost between a stop and its --resume excluded)
+                     "params": run.params, "processes": d.world},
+        "wall_seconds": run.wall,  # every start of the run, summed (time lost between a stop and its --resume excluded)
         "segments": prog.segments,
-        "peak_memory": peak_memory_mib(device),
-        **origin,
+        "peak_memory": peak_memory_mib(scorer.device),
+        **run.origin,
         "config": to_dict(cfg),
     }
     if d.main:

@@ -65,10 +65,10 @@ def evaluate_run(run_dir: Path, split: str = "test", mask_history: bool = True, 
     t0 = time.time()
     cfg, scorer, splits = load_scorer(run_dir)
     ecfg = dataclasses.replace(cfg.eval, mask_history=mask_history, sampled=sampled, negatives=negatives)
-    device = next(scorer.model.parameters()).device if isinstance(scorer, EncoderScorer) else torch.device("cpu")
+    device = scorer.device
     rows = splits.test if split == "test" else splits.valid
     seed = cfg.seed + (1 if split == "test" else 0)
-    res = evaluate(scorer, splits, rows, ecfg, device, seed=seed)
+    res = evaluate(scorer, splits, rows, ecfg, seed=seed)
     tag = sampled if sampled != "none" else ("full" if mask_history else "full-unmasked")
     out = {"run": str(run_dir), "split": split, "protocol": res["protocol"], "users": res["users"],
            "metrics": res["metrics"], "by_length": res["by_length"], "wall_seconds": time.time() - t0,
