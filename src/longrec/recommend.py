@@ -68,10 +68,11 @@ def read_user_file(path: Path, corpus: Corpus) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def _rows(scorer: Scorer, corpus: Corpus, users: np.ndarray, ends: np.ndarray, req: Request, keep: bool,
+def _rows(scorer: Scorer, corpus: Corpus, users: np.ndarray, ends: np.ndarray, req: Request,
           chunk: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """(users, scores [B,k'], items [B,k']) per batch of users; history items banned unless `keep`."""
-    bs, device = req.batch_size, scorer.device
+    """(users, scores [B,k'], items [B,k']) per batch of users; history items banned unless req.keep_history
+    (resolved by the caller: not None)."""
+    bs, device, keep = req.batch_size, scorer.device, bool(req.keep_history)
     for i in range(0, len(users), bs):
         u, e = users[i : i + bs], ends[i : i + bs]
         items, times = history_windows(corpus, u, e, scorer.max_len, scorer.mask_token)
@@ -162,7 +163,7 @@ def recommend_users(run_dir: Path, users: str, out: Path, req: Request) -> dict[
     try:
         bar = tqdm(total=len(ids), desc="recommend", unit="user", file=sys.stderr,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        for u, v, idx in _rows(scorer, corpus, ids, ends, req, keep, cfg.eval.item_chunk):
+        for u, v, idx in _rows(scorer, corpus, ids, ends, req, cfg.eval.item_chunk):
             cols: dict[str, list[Any]] = {c: [] for c in COLUMNS}
             for user, scores, items in zip(u.tolist(), v.tolist(), idx.tolist(), strict=True):
                 kept = [(i, s) for i, s in zip(items, scores, strict=True) if s != float("-inf")]
@@ -202,7 +203,6 @@ def recommend_history(run_dir: Path, history: list[str], req: Request) -> list[t
     one = Corpus.from_seqs([[index[x] for x in history]], corpus.num_items)
     keep = (not cfg.eval.mask_history) if req.keep_history is None else req.keep_history
     req = Request(req.k, keep, req.as_of, 1)
-    _, v, idx = next(_rows(scorer, one, np.zeros(1, dtype=np.int64), one.lengths, req, keep,
-                           cfg.eval.item_chunk))
+    _, v, idx = next(_rows(scorer, one, np.zeros(1, dtype=np.int64), one.lengths, req, cfg.eval.item_chunk))
     kept = [(i, s) for i, s in zip(idx[0].tolist(), v[0].tolist(), strict=True) if s != float("-inf")]
     return [(r, str(corpus.item_ids[i]), s) for r, (i, s) in enumerate(kept, 1)]
