@@ -193,17 +193,15 @@ def test_last_targets_scores_the_newest_positions_only() -> None:
     b = Batch(items=items, mask=items > 0, targets=targets, users=torch.arange(3), times=None)
     loss = make_loss(cfg.train, 12, lambda: torch.ones(13))
     kept = torch.where(torch.arange(10) >= 6, targets, 0)  # what K = 4 must equal: every column, targets cut
-    want = batch_loss(model, model.item_table(), Batch(items, items > 0, kept, torch.arange(3), None), loss, None,
-                      model.repeat)
-    got = batch_loss(model, model.item_table(), b, loss, None, model.repeat, last_targets=4)
+    want = batch_loss(model, model, Batch(items, items > 0, kept, torch.arange(3), None), loss)
+    got = batch_loss(model, model, b, loss, last_targets=4)
     torch.testing.assert_close(got, want)
-    assert got.item() != pytest.approx(batch_loss(model, model.item_table(), b, loss, None, model.repeat).item())
+    assert got.item() != pytest.approx(batch_loss(model, model, b, loss).item())
     plain = load_config("lrurec", ["model.dim=8", "model.max_len=10", "model.dropout=0.0"])
     net = build_model(12, plain.model, plain.train)
     ce = make_loss(plain.train, 12, lambda: torch.ones(13))
-    torch.testing.assert_close(batch_loss(net, net.item_table(), b, ce, None, last_targets=4),
-                               batch_loss(net, net.item_table(), Batch(items, items > 0, kept, torch.arange(3), None),
-                                          ce, None))
+    torch.testing.assert_close(batch_loss(net, net, b, ce, last_targets=4),
+                               batch_loss(net, net, Batch(items, items > 0, kept, torch.arange(3), None), ce))
     with pytest.raises(ConfigError, match="train.last_targets needs train.objective=next_item"):
         load_config("bert4rec", ["train.last_targets=4"])
     with pytest.raises(ConfigError, match="train.last_targets"):

@@ -223,7 +223,7 @@ def train_step(t: Trainer, batch: Batch, weight: float = 1.0, gen: torch.Generat
     train, model = t.cfg.train, t.model
     b = batch.to(t.device)
     with _autocast(t.device, train.bf16):
-        loss = batch_loss(t.net, model.item_table(), b, t.loss_fn, gen, model.repeat, train.last_targets)
+        loss = batch_loss(t.net, model, b, t.loss_fn, gen, train.last_targets)
     t.opt.zero_grad(set_to_none=True)
     (loss * weight).backward()
     if train.grad_clip > 0:
