@@ -290,10 +290,11 @@ def validate(cfg: ExperimentConfig) -> None:
             check_baseline_args(cfg.model.baseline, args)
     else:
         from longrec.mixers import MIXERS
+        from longrec.mixers.base import mixer_config
 
-        entry = MIXERS.pick(cfg.model.mixer, "model.mixer")
-        if entry.config:  # the mixer's own fields (widths, ranks, scales, epsilons), choices and relations
-            check_mixer_args(cfg, cfg.model.mixer, from_dict(entry.config, cfg.model.mixer_args, "model.mixer_args"))
+        MIXERS.pick(cfg.model.mixer, "model.mixer")  # an unknown name lists the known ones
+        if (args := mixer_config(cfg.model.mixer, cfg.model.mixer_args)) is not None:  # its fields and relations
+            check_mixer_args(cfg, cfg.model.mixer, args)
     name, _, k = cfg.eval.metric.partition("@")
     if name not in ("ndcg", "recall", "mrr") or not k.isdigit() or int(k) not in cfg.eval.ks:
         raise ConfigError(f"config: 'eval.metric' must be ndcg|recall|mrr@k with k in eval.ks, got {cfg.eval.metric!r}")

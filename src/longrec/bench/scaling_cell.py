@@ -18,10 +18,10 @@ from torch import Tensor
 
 from longrec.argtypes import positive_float, positive_int, thread_count
 from longrec.bench.harness import CellFailed, option, peak_rss_mib, run_cell, sync
-from longrec.config import ModelConfig, from_dict, load_config, preset_names
+from longrec.config import ModelConfig, load_config, preset_names
 from longrec.losses import chunked_ce
 from longrec.mixers import MIXERS, build_mixer
-from longrec.mixers.base import op_backend
+from longrec.mixers.base import mixer_config, op_backend
 from longrec.model.block import Block
 from longrec.model.encoder import SeqEncoder
 from longrec.ops import Backend
@@ -67,9 +67,7 @@ def variant_config(variant: str, dim: int, max_len: int) -> ModelConfig:
 
 
 def mixer_args(cfg: ModelConfig) -> Any:
-    """The mixer's typed arguments (None for a mixer without any)."""
-    entry = MIXERS.get(cfg.mixer)
-    return from_dict(entry.config, cfg.mixer_args, "model.mixer_args") if entry.config else None
+    return mixer_config(cfg.mixer, cfg.mixer_args)
 
 
 def causal(cfg: ModelConfig) -> bool:

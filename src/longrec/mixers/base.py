@@ -85,11 +85,16 @@ def op_backend(name: str, supported: Sequence[Backend]) -> Backend:
     return backend
 
 
+def mixer_config(name: str, args: dict[str, Any]) -> Any:
+    """The registered mixer's typed arguments built from `args` (None for a mixer without any); unknown keys and
+    wrong types are ConfigErrors."""
+    entry = MIXERS.get(name)
+    return from_dict(entry.config, args, "model.mixer_args") if entry.config else None  # type: ignore[type-var]
+
+
 def build_mixer(name: str, dim: int, heads: int, dropout: float, args: dict[str, Any]) -> nn.Module:
     """Instantiate a registered mixer; `args` is validated against its config dataclass."""
-    entry = MIXERS.get(name)
-    cfg = from_dict(entry.config, args, "model.mixer_args") if entry.config else None  # type: ignore[type-var]
-    return entry.obj(dim, heads, dropout, cfg)  # type: ignore[call-arg]
+    return MIXERS.get(name).obj(dim, heads, dropout, mixer_config(name, args))  # type: ignore[call-arg]
 
 
 def stepped_prefill(mixer: TokenMixer, x: Tensor, mask: Tensor) -> tuple[Tensor, MixerState]:
