@@ -68,6 +68,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    decay_embeddings: bool = False  # weight_decay on the item and position tables too (biases and norms never)
     grad_clip: float = 1.0  # max gradient norm; 0 = off
     epochs: int = 200
     patience: int = 10  # epochs without a better validation metric before stopping
@@ -155,9 +156,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def _plain(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
+    return [_plain(v) for v in x] if isinstance(x, (list, tuple)) else x
 
 
 def preset_names() -> list[str]:

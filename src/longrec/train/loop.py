@@ -63,11 +63,13 @@ class Trainer:
 
 
 def make_optimizer(model: SeqEncoder, train: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no decay on biases, norms, embeddings or parameters flagged `_no_weight_decay` (LRU's ν, θ, γ)."""
+    """AdamW; no decay on biases, norms, parameters flagged `_no_weight_decay` (LRU's ν, θ, γ) or, unless
+    train.decay_embeddings, embeddings."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
-        skip = p.ndim < 2 or "emb" in name or getattr(p, "_no_weight_decay", False)
+        emb = "emb" in name and not train.decay_embeddings
+        skip = p.ndim < 2 or emb or getattr(p, "_no_weight_decay", False)
         (no_decay if skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=train.lr)
