@@ -138,18 +138,20 @@ class ItemKNN(_Baseline):
         self.sim_t = item_similarity(sequences(), counts, cfg.span).t().coalesce()  # [I+1, I+1]: sim(j, i)^T
 
     def encode(self, items: Tensor, mask: Tensor, times: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return items, decayed(mask, self.decay)
+        """(items [B,N], votes [B,I+1] float64: each window item's summed weight), built once per batch for
+        every item chunk `scores` is asked for."""
+        B = items.shape[0]
+        votes = torch.zeros(B, self.num_items + 1, dtype=torch.float64)
+        rows = torch.arange(B)[:, None].expand_as(items)
+        votes.index_put_((rows, items.cpu()), decayed(mask, self.decay).cpu(), accumulate=True)
+        votes[:, 0] = 0.0
+        return items, votes
 
     def scores(self, query: tuple[Tensor, Tensor], c0: int, c1: int) -> Tensor:
-        items, weight = query
-        B = items.shape[0]
-        votes = torch.zeros(B, self.num_items + 1, dtype=torch.float64)  # [B, I+1]: each history item's weight
-        rows = torch.arange(B)[:, None].expand_as(items)
-        votes.index_put_((rows.cpu(), items.cpu()), weight.cpu(), accumulate=True)
-        votes[:, 0] = 0.0
-        rows = self.sim_t if c1 - c0 == self.num_items + 1 else self.sim_t.index_select(0, torch.arange(c0, c1))
-        knn = torch.sparse.mm(rows, votes.t()).t().to(items.device)  # [B, C]: only this chunk's candidates
-        return torch.where(knn > 0, 1.0 + knn, self.pop.to(items.device)[c0:c1].expand(B, -1))
+        items, votes = query
+        sim = self.sim_t if c1 - c0 == self.num_items + 1 else self.sim_t.index_select(0, torch.arange(c0, c1))
+        knn = torch.sparse.mm(sim, votes.t()).t().to(items.device)  # [B, C]: only this chunk's candidates
+        return torch.where(knn > 0, 1.0 + knn, self.pop.to(items.device)[c0:c1].expand(len(items), -1))
 
 
 def decayed(mask: Tensor, decay: float) -> Tensor:

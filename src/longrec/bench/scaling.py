@@ -50,12 +50,12 @@ from longrec.bench.scaling_cell import (
     causal,
     measure,
     measure_isolated,
-    mixer_args,
     result,
     variant_config,
 )
 from longrec.config import load_config, preset_names
 from longrec.errors import LongrecError
+from longrec.mixers.base import mixer_config
 from longrec.plots import loglog_by_variant
 
 DEFAULT_LENGTHS = tuple(2**k for k in range(7, 15))  # 128 .. 16384
@@ -70,7 +70,8 @@ def default_variants(device: str) -> list[str]:
     names = preset_names()
     if not device.startswith("cuda"):
         return names
-    fla = [p for p in names if hasattr(mixer_args(m := load_config(p).model), "backend") and causal(m)]
+    fla = [p for p in names if hasattr(mixer_config((m := load_config(p).model).mixer, m.mixer_args), "backend")
+           and causal(m)]
     return names + [f"{p}@fla" for p in fla]
 
 

@@ -62,16 +62,13 @@ def variant_config(variant: str, dim: int, max_len: int) -> ModelConfig:
         op_backend(backend, tuple(Backend))  # a ConfigError naming the valid backends
         overrides.append(f"model.mixer_args.backend={backend}")
     cfg = load_config(base, overrides).model
-    mixer_args(cfg)  # fail now, not hours into a sweep
+    mixer_config(cfg.mixer, cfg.mixer_args)  # fail now, not hours into a sweep
     return cfg
 
 
-def mixer_args(cfg: ModelConfig) -> Any:
-    return mixer_config(cfg.mixer, cfg.mixer_args)
-
-
 def causal(cfg: ModelConfig) -> bool:
-    return bool(getattr(mixer_args(cfg), "causal", True))  # mixers without the option (lru, gru) are causal
+    args = mixer_config(cfg.mixer, cfg.mixer_args)
+    return bool(getattr(args, "causal", True))  # mixers without the option (lru, gru) are causal
 
 
 def _loss(cell: Cell, device: torch.device) -> tuple[Callable[[], Tensor], list[Tensor]]:

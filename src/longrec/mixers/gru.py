@@ -29,7 +29,7 @@ class GRUMixer(nn.Module):
         ar = torch.arange(N, device=x.device)[None]
         # left-padded -> right-padded, so that the GRU starts from h0 at the first real event. The steps past a
         # row's end run over its padding, but an output depends only on the steps before it, so the real outputs
-        # are exact; that costs fewer seconds than packing the rows (pack_padded_sequence was 2.5x slower on CPU)
+        # are exact, and cost less than packing the rows did (docs/BENCHMARKS.md, "GRU mixer")
         fwd = ((ar + shift) % N)[..., None].expand(B, N, D)
         out, _ = self.gru(x.gather(1, fwd))  # (B, N, D) right-padded
         back = ((ar - shift) % N)[..., None].expand(B, N, D)
