@@ -2,6 +2,7 @@
 as `python -m benchmarks.NAME --help`. They share longrec.bench.harness (isolated cells, memory, tables) with the
 benchmarks that ship, `longrec bench ...`.
 
+    attn_dropout      what dropout on the attention weights costs a softmax training step on CPU
     large_catalogue   loss memory and time over a 1M-item catalogue (full, chunked and sampled losses)
     large_log         preparing a 2M..10M-event Parquet log in bounded memory (data.mmap) against in memory
     lru_scan          the LRU recurrence: log-depth scan against the sequential loop

@@ -7,12 +7,18 @@ import csv
 import pkgutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import longrec.bench
-from benchmarks import large_catalogue, large_log, lru_scan
+from benchmarks import attn_dropout, large_catalogue, large_log, lru_scan
+from conftest import needs_data
 from longrec.bench.harness import CellFailed, markdown, percentile, run_cell, write_csv
 from longrec.cli import BENCHES, build_parser
+from longrec.config import load_config
+from longrec.train.loop import epoch_batches
+from longrec.train.rundir import load_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,3 +95,21 @@ def test_lru_scan_study_prints_loop_and_scan_side_by_side(capsys: pytest.Capture
     out = capsys.readouterr().out.splitlines()
     assert "loop ms" in out[1] and out[2].split()[:2] == ["16", "2"]
     assert float(out[2].split()[-1]) < 1e-4  # max |h_loop - h_scan|
+
+
+@needs_data
+def test_attn_dropout_study_compares_the_same_model_with_and_without_dropout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tiny = ["bert4rec", "data.name=ml-100k", "model.max_len=16", "train.batch_size=8"]
+    cfg = load_config(tiny[0], tiny[1:])
+    splits = load_data(cfg, quiet=True)
+    batches = [next(epoch_batches(cfg, splits, np.random.default_rng(0)))]
+    a, _ = attn_dropout.step_cell(cfg, 0.0, batches, splits.corpus.num_items)
+    b, _ = attn_dropout.step_cell(cfg, 0.3, batches, splits.corpus.num_items)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert {m.attn_dropout for m in b.modules() if hasattr(m, "attn_dropout")} == {0.3}
+    attn_dropout.main([*tiny, "--batches", "1", "--reps", "1", "--p", "0.3",
+                       "--threads", str(torch.get_num_threads())])
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"sdpa", "step"} and all(float(v) > 0 for r in rows.values() for v in r)
