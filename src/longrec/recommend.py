@@ -4,6 +4,7 @@ external ids, written atomically to parquet, csv or jsonl."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -19,8 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from longrec.config import ExperimentConfig
 from longrec.data.corpus import Corpus
 from longrec.data.loader import history_windows, to_batch
+from longrec.data.split import Splits
 from longrec.errors import DataError, LongrecError
 from longrec.scoring import Banned, Scorer, banned_pairs, top_k
 from longrec.train.evaluate import history_index
@@ -139,17 +142,23 @@ class _Writer:
         self.tmp.unlink(missing_ok=True)
 
 
+def _load(run_dir: Path, req: Request) -> tuple[ExperimentConfig, Scorer, Splits, Request]:
+    """The run's config, scorer and splits, and `req` resolved against the run: keep_history from its
+    eval.mask_history where the request leaves it open, batch_size from its eval.batch_size where 0."""
+    if req.k < 1:
+        raise LongrecError(f"--k must be at least 1, got {req.k}")
+    cfg, scorer, splits = load_scorer(run_dir)
+    keep = (not cfg.eval.mask_history) if req.keep_history is None else req.keep_history
+    return cfg, scorer, splits, Request(req.k, keep, req.as_of, req.batch_size or cfg.eval.batch_size)
+
+
 def recommend_users(run_dir: Path, users: str, out: Path, req: Request) -> dict[str, Any]:
     """Top-k of every user of the run (users="all") or of those listed in the file `users`, written to `out`
     (.parquet/.csv/.jsonl: columns user, rank, item, score); returns counts, seconds and peak memory."""
     t0 = time.time()
     out_format(out)  # before any work
-    if req.k < 1:
-        raise LongrecError(f"--k must be at least 1, got {req.k}")
-    cfg, scorer, splits = load_scorer(run_dir)
-    corpus = splits.corpus
-    keep = (not cfg.eval.mask_history) if req.keep_history is None else req.keep_history
-    req = Request(req.k, keep, req.as_of, req.batch_size or cfg.eval.batch_size)
+    cfg, scorer, splits, req = _load(run_dir, req)
+    corpus, keep = splits.corpus, bool(req.keep_history)
     if req.as_of == "test":
         pos = {int(u): r for r, u in enumerate(splits.test.users.tolist())}
         rows = np.arange(len(splits.test)) if users == "all" else _test_rows(Path(users), corpus, pos)
@@ -192,17 +201,13 @@ def _test_rows(path: Path, corpus: Corpus, pos: dict[int, int]) -> np.ndarray:
 
 def recommend_history(run_dir: Path, history: list[str], req: Request) -> list[tuple[int, str, float]]:
     """(rank, item, score) of the top-k for a new user whose items (external ids, oldest first) are `history`."""
-    if req.k < 1:
-        raise LongrecError(f"--k must be at least 1, got {req.k}")
-    cfg, scorer, splits = load_scorer(run_dir)
+    cfg, scorer, splits, req = _load(run_dir, dataclasses.replace(req, batch_size=1))
     corpus = splits.corpus
     index = {str(raw): i for i, raw in enumerate(corpus.item_ids.tolist()) if i > 0}
     if unknown := [x for x in history if x not in index]:
         raise DataError(f"--history: unknown item id {unknown[0]!r} ({len(unknown)} of {len(history)} not in the "
                         "run's catalogue)")
     one = Corpus.from_seqs([[index[x] for x in history]], corpus.num_items)
-    keep = (not cfg.eval.mask_history) if req.keep_history is None else req.keep_history
-    req = Request(req.k, keep, req.as_of, 1)
     _, v, idx = next(_rows(scorer, one, np.zeros(1, dtype=np.int64), one.lengths, req, cfg.eval.item_chunk))
     kept = [(i, s) for i, s in zip(idx[0].tolist(), v[0].tolist(), strict=True) if s != float("-inf")]
     return [(r, str(corpus.item_ids[i]), s) for r, (i, s) in enumerate(kept, 1)]
