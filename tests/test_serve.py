@@ -3,7 +3,9 @@ and an HTTP API that answers bad input with a 4xx message, never a 500."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from longrec.serve import (
     StreamMode,
     UnknownItem,
     UnknownUser,
+    UserRecord,
+    VersionConflict,
 )
 from longrec.train.loop import fit
 from tests_helpers import synthetic_log
@@ -204,6 +208,45 @@ def test_events_are_applied_once_per_user_and_event_id(runs: Callable[[str], Pat
     assert rec.observe("u", a, "e3") is True  # the rejected batch marked no event as applied
     with pytest.raises(UnknownUser, match="'ghost'"):
         rec.recommend("ghost")
+
+
+class _RivalWorker:
+    """A store whose first batch write loses a race: another worker stores `victim` between the read and the
+    commit (here: right after the rolled-back batch), as an optimistic store (Redis) reports it."""
+
+    def __init__(self, store: Any, victim: str, record: UserRecord) -> None:
+        self.store, self.victim, self.record, self.lost = store, victim, record, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Any]:
+        if self.lost:
+            with self.store.batch() as txn:
+                yield txn
+            return
+        self.lost = True
+        with contextlib.suppress(VersionConflict), self.store.batch() as txn:
+            yield txn
+            raise VersionConflict({self.victim})  # at commit: nothing of the batch written
+        with self.store.batch() as txn:  # the rival's write
+            txn.put({self.victim: self.record})
+        raise VersionConflict({self.victim})
+
+
+def test_prefill_builds_the_rest_of_a_batch_that_lost_a_race(runs: Callable[[str], Path], tmp_path: Path) -> None:
+    rec = Recommender.load(runs("gru4rec"), store=tmp_path / "s.db")
+    users = list(rec.user_index)
+    theirs = rec._from_corpus([users[1]])[users[1]]  # the rival built it from a shorter history: a different state
+    theirs = dataclasses.replace(theirs, state={k: v + 1 for k, v in theirs.state.items()})
+    rec.store = _RivalWorker(rec.store, users[0], theirs)
+    assert rec.prefill_from_corpus(users_per_batch=8) == len(users) - 1  # every user but the rival's one
+    stored = rec.store.get(users)
+    assert stored.keys() == set(users) and rec.store.lost
+    torch.testing.assert_close(stored[users[0]].state, theirs.state)  # the rival's record kept
+    for u in users[1:]:
+        assert stored[u].events == len(rec.corpus.seq(rec.user_index[u]))
 
 
 def test_the_sqlite_store_survives_reopening_and_refuses_another_model(

@@ -40,6 +40,7 @@ __all__ = ["Applied", "Event", "Recommender", "Scored", "ServeError", "Served", 
 MAX_LISTED = 5  # unknown ids named in one error message
 ITEM_CHUNK = 65536  # items scored at a time: a request's memory is O(batch x chunk), whatever the catalogue
 CACHE_MIB = 256.0  # default bound of the hot-state cache
+PREFILL_ATTEMPTS = 5  # reads of one prefill batch when other workers keep storing some of its users meanwhile
 
 
 @dataclass(frozen=True)
@@ -155,13 +156,16 @@ class Recommender:
         built = 0
         for i in range(0, len(users), users_per_batch):
             part = users[i : i + users_per_batch]
-            try:
-                with self.store.batch() as txn:
-                    stored = txn.get(part)
-                    missing = [u for u in part if u not in stored]
-                    txn.put(self._from_corpus(missing))
-            except VersionConflict:  # another worker stored some of them meanwhile: they keep theirs
-                continue
+            for attempt in range(PREFILL_ATTEMPTS):
+                try:
+                    with self.store.batch() as txn:
+                        stored = txn.get(part)
+                        missing = [u for u in part if u not in stored]
+                        txn.put(self._from_corpus(missing))
+                    break
+                except VersionConflict:  # another worker stored some of them meanwhile: they keep theirs, the
+                    if attempt == PREFILL_ATTEMPTS - 1:  # rest of the batch is read again and built
+                        raise
             built += len(missing)
         return built
 
