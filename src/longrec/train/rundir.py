@@ -36,7 +36,9 @@ def load_data(cfg: ExperimentConfig, quiet: bool = False) -> Splits:
     return splits
 
 
-RESUMABLE_CHANGES = ("epochs", "patience", "time_budget_min")
+# A resumed run may be extended, and may run on more or fewer CPU threads: like its device, where it computes,
+# recorded per start (results.json "segments"), not what it computes.
+RESUMABLE_CHANGES = ("epochs", "patience", "time_budget_min", "threads")
 
 
 def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -59,7 +61,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, resume: bool, splits: 
         except ConfigError as e:
             raise CheckpointError(f"{run_dir}/model.json: invalid saved config ({e})") from None
         now = to_dict(cfg)
-        for key in RESUMABLE_CHANGES:  # a resumed run may be extended, nothing else
+        for key in RESUMABLE_CHANGES:
             saved["train"].pop(key, None), now["train"].pop(key, None)
         if changed := _changed_keys(saved, now):
             raise CheckpointError(f"{run_dir}/model.json: the run was started with another config ({', '.join(changed)}"
