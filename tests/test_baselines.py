@@ -154,5 +154,7 @@ def test_item_knn_runs_end_to_end_and_its_args_are_range_checked(tmp_path: Path)
     # each user cycles through 3 of 30 items: their neighbours are mostly each other, far above popularity
     assert res["test"]["recall@5"] > 0.9 > 0.5 > pop["test"]["recall@5"]
     assert evaluate_run(tmp_path / "run", mask_history=False)["metrics"] == res["test"]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())  # what fit returned, evaluation time in
+    assert saved["test"] == res["test"] and saved["wall_seconds"] == res["wall_seconds"] > 0
     with pytest.raises(ConfigError, match="model.baseline_args.span"):
         load_config("item-knn", ["model.baseline_args.span=0"])

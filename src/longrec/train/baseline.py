@@ -13,7 +13,6 @@ from longrec.config import ExperimentConfig
 from longrec.data.loader import train_item_counts, train_sequences
 from longrec.data.split import Splits
 from longrec.scoring import Scorer
-from longrec.train.checkpoint import write_json
 from longrec.train.evaluate import check_data
 from longrec.train.results import Finished, Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
@@ -30,10 +29,7 @@ def fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     scorer = baseline_scorer(cfg, splits)
     prepare_run_dir(cfg, run_dir, False, splits)
     prog = Progress(segments=[{"after_epoch": 0, "git_commit": origin["git_commit"], "device": origin["device"]}])
-    results = write_results(Finished(cfg, splits, prog, origin), run_dir, scorer)
-    results["wall_seconds"] = time.time() - wall0
-    write_json(run_dir / "results.json", results)
-    return results
+    return write_results(Finished(cfg, splits, prog, origin, wall=time.time() - wall0), run_dir, scorer)
 
 
 def baseline_scorer(cfg: ExperimentConfig, splits: Splits) -> Scorer:

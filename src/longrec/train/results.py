@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class Finished:
     prog: Progress
     origin: dict[str, Any]
     params: int = 0
-    wall: float = 0.0
+    wall: float = 0.0  # seconds before the final evaluation, every start summed
     d: Dist = SINGLE
 
 
@@ -51,6 +52,7 @@ def write_results(run: Finished, run_dir: Path, scorer: Scorer) -> dict[str, Any
     """Evaluate `scorer` on valid and test (valid only when eval.test is false), write results.json (rank 0) and
     print the test table (the valid one without test)."""
     cfg, splits, prog, d = run.cfg, run.splits, run.prog, run.d
+    t0 = time.time()
     valid = evaluate(scorer, splits, splits.valid, cfg.eval, seed=cfg.seed, dist=d)
     test = evaluate(scorer, splits, splits.test, cfg.eval, seed=cfg.seed + 1, dist=d) if cfg.eval.test else {}
     n = len(prog.epoch_seconds)
@@ -64,7 +66,8 @@ def write_results(run: Finished, run_dir: Path, scorer: Scorer) -> dict[str, Any
                      "seconds_per_epoch": sum(prog.epoch_seconds) / n if n else 0.0,
                      "seconds_to_best": prog.seconds_to_best, "train_seconds": prog.train_seconds,
                      "params": run.params, "processes": d.world},
-        "wall_seconds": run.wall,  # every start of the run, summed (time lost between a stop and its --resume excluded)
+        # every start of the run, summed, this final evaluation included (time between a stop and its --resume not)
+        "wall_seconds": run.wall + time.time() - t0,
         "segments": prog.segments,
         "peak_memory": peak_memory_mib(scorer.device),
         **run.origin,
