@@ -6,12 +6,12 @@
 #   3. after the trainings, on the otherwise idle GPU: the scaling sweeps (mixer, block, model; bf16 and fp32,
 #      raw SDPA and fla kernels beside the mixers) and the LRU scan-vs-loop table.
 # Usage: OUT=dir LONGREC_DATA_DIR=data LONGREC_GIT_COMMIT=<sha sent> TRAIN_MIN=5 bash scripts/gpu-checks.sh
-#   ONLY="ml-1m-lrurec ml-1m-sasrec" trains only those runs (default: all 18); TRAIN_MIN=0 trains none.
+#   ONLY="ml-1m-lrurec ml-1m-sasrec" trains only those runs (default: all 25); TRAIN_MIN=0 trains none.
 # Lessons of the first lease (2026-11-26, H200): 16 runs sharing the GPU took 8-15 s/epoch each (4.5 min gave
 # 20-30 epochs, short of convergence); fla's first Triton compile+autotune took over 30 s, so its sweep runs last
 # and alone; a copied tree's .git may be stale, so state the commit in LONGREC_GIT_COMMIT.
 # Needs: CUDA torch, flash-linear-attention (pip install 'longrec[gpu]'), ml-1m and amazon-beauty under the data dir.
-# Writes OUT/log.txt, OUT/pytest.txt, OUT/bench.tgz and OUT/runs-*.tgz (run folders without last/optimizer state).
+# Writes OUT/log.txt, OUT/pytest.txt, OUT/bench.tgz and OUT/runs-[a-d].tgz (run folders without last/optimizer state).
 set -u
 OUT=${OUT:-runs/gpu-checks}
 TRAIN_MIN=${TRAIN_MIN:-5}
@@ -63,6 +63,13 @@ train ml-1m-hydrarec-causal hydrarec-causal data.name=ml-1m
 train ml-1m-recgrela recgrela data.name=ml-1m
 train ml-1m-sasrec-sampled-uniform configs/ml-1m-sasrec-sampled.yaml train.sampler=uniform
 train ml-1m-sasrec-gbce configs/ml-1m-sasrec-gbce.yaml
+# issue 21: the top two models in three seeds each, and BERT4Rec to its published level (~200 epochs); alone,
+# ONLY="ml-1m-sasrec-ffn4h2-s42 ml-1m-sasrec-ffn4h2-s1 ml-1m-sasrec-ffn4h2-s2 ml-1m-gated-delta-s42 ..." TRAIN_MIN=10
+for s in 42 1 2; do
+  train ml-1m-sasrec-ffn4h2-s$s configs/ml-1m-sasrec-ffn4h2.yaml seed=$s
+  train ml-1m-gated-delta-s$s configs/ml-1m-gated-delta.yaml seed=$s
+done
+train ml-1m-bert4rec configs/ml-1m-bert4rec.yaml
 train beauty-lrurec lrurec data.name=beauty model.max_len=50
 train beauty-sasrec configs/beauty-sasrec.yaml
 stamp "${#PIDS[@]} trainings started, $TRAIN_MIN min each"
@@ -100,6 +107,8 @@ group "$OUT/runs-a.tgz" ml-1m-sasrec ml-1m-linrec-sasrec ml-1m-linrec-sasrec-no-
 group "$OUT/runs-b.tgz" ml-1m-lt-sasrec ml-1m-ea-sasrec ml-1m-hydrarec ml-1m-hydrarec-causal ml-1m-recgrela \
   ml-1m-sasrec-sampled-uniform ml-1m-sasrec-gbce
 group "$OUT/runs-c.tgz" beauty-lrurec beauty-sasrec ml-1m-sasrec-prefix ml-1m-causal-linrec-prefix
+group "$OUT/runs-d.tgz" ml-1m-sasrec-ffn4h2-s42 ml-1m-sasrec-ffn4h2-s1 ml-1m-sasrec-ffn4h2-s2 ml-1m-gated-delta-s42 \
+  ml-1m-gated-delta-s1 ml-1m-gated-delta-s2 ml-1m-bert4rec
 fi
 
 # 3. benchmarks on the idle GPU (bench.tgz rewritten after each sweep: a timeout still leaves the finished ones)
