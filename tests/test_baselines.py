@@ -149,7 +149,13 @@ def test_item_knn_runs_end_to_end_and_its_args_are_range_checked(tmp_path: Path)
     log = tmp_path / "log.txt"
     c = repeat_corpus()
     log.write_text("".join(f"{u} {i}\n" for u in range(c.num_users) for i in c.seq(u)))
-    res = fit(load_config("item-knn", [f"data.name={log}", "eval.mask_history=false"]), tmp_path / "run")
+    threads = torch.get_num_threads()
+    try:
+        res = fit(load_config("item-knn", [f"data.name={log}", "eval.mask_history=false", "train.threads=1"]),
+                  tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    assert res["device"].endswith("1 threads)")  # train.threads holds for a counted baseline too
     pop = fit(load_config("popularity", [f"data.name={log}", "eval.mask_history=false"]), tmp_path / "pop")
     # each user cycles through 3 of 30 items: their neighbours are mostly each other, far above popularity
     assert res["test"]["recall@5"] > 0.9 > 0.5 > pop["test"]["recall@5"]

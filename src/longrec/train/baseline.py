@@ -22,6 +22,8 @@ from longrec.train.runinfo import provenance
 def fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """A non-neural baseline: count the training events, evaluate valid and test once, write the run directory."""
     wall0 = time.time()
+    if cfg.train.threads:  # the counting and the scoring run on torch: train.threads holds here too
+        torch.set_num_threads(cfg.train.threads)
     device = torch.device("cpu")
     origin = provenance(device, cfg.seed)
     splits = load_data(cfg)
