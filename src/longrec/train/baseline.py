@@ -16,14 +16,13 @@ from longrec.scoring import Scorer
 from longrec.train.evaluate import check_data
 from longrec.train.results import Finished, Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
-from longrec.train.runinfo import provenance
+from longrec.train.runinfo import provenance, set_threads
 
 
 def fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """A non-neural baseline: count the training events, evaluate valid and test once, write the run directory."""
     wall0 = time.time()
-    if cfg.train.threads:  # the counting and the scoring run on torch: train.threads holds here too
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg.train.threads)  # the counting and the scoring run on torch: train.threads holds here too
     device = torch.device("cpu")
     origin = provenance(device, cfg.seed)
     splits = load_data(cfg)

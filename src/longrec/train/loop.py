@@ -38,7 +38,7 @@ from longrec.train.losses import LossFn, make_loss
 from longrec.train.results import Finished, Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir, train_splits
 from longrec.train.runfiles import read_run_json, same_item_ids
-from longrec.train.runinfo import provenance
+from longrec.train.runinfo import provenance, set_threads
 
 __all__ = ["fit", "load_data", "make_optimizer", "train_step", "epoch_batches", "Progress", "EpochHook", "Trainer"]
 
@@ -119,8 +119,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, distributed:
 def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: torch.device,
          on_epoch: EpochHook | None) -> dict[str, Any]:
     wall0 = time.time()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg.train.threads)
     origin = provenance(device, cfg.seed)  # the code that trains, recorded before anything can change it
     splits = train_splits(cfg, run_dir, resume) if d.main else None  # rank 0 builds the corpus cache, the
     barrier(d)  # others then read it

@@ -65,5 +65,11 @@ def pick_device(name: str) -> torch.device:
         raise ConfigError(f"config: train.device must be auto, cpu or cuda[:N], got {name!r}") from None
 
 
+def set_threads(threads: int) -> None:
+    """train.threads: torch's intra-op threads for this process (0 = leave torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def provenance(device: torch.device, seed: int) -> dict[str, Any]:
     return {"versions": versions(), "git_commit": git_commit(), "seed": seed, "device": device_name(device)}
