@@ -150,9 +150,11 @@ def test_item_knn_runs_end_to_end_and_its_args_are_range_checked(tmp_path: Path)
     c = repeat_corpus()
     log.write_text("".join(f"{u} {i}\n" for u in range(c.num_users) for i in c.seq(u)))
     threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # a caller's own count: train.threads holds inside fit only
     try:
         res = fit(load_config("item-knn", [f"data.name={log}", "eval.mask_history=false", "train.threads=1"]),
                   tmp_path / "run")
+        assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(threads)
     assert res["device"].endswith("1 threads)")  # train.threads holds for a counted baseline too

@@ -16,13 +16,17 @@ from longrec.scoring import Scorer
 from longrec.train.evaluate import check_data
 from longrec.train.results import Finished, Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir
-from longrec.train.runinfo import provenance, set_threads
+from longrec.train.runinfo import provenance, torch_threads
 
 
 def fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     """A non-neural baseline: count the training events, evaluate valid and test once, write the run directory."""
+    with torch_threads(cfg.train.threads):  # the counting and the scoring run on torch: train.threads holds too
+        return _fit_baseline(cfg, run_dir)
+
+
+def _fit_baseline(cfg: ExperimentConfig, run_dir: Path) -> dict[str, Any]:
     wall0 = time.time()
-    set_threads(cfg.train.threads)  # the counting and the scoring run on torch: train.threads holds here too
     device = torch.device("cpu")
     origin = provenance(device, cfg.seed)
     splits = load_data(cfg)

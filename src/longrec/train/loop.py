@@ -38,7 +38,7 @@ from longrec.train.losses import LossFn, make_loss
 from longrec.train.results import Finished, Progress, write_results
 from longrec.train.rundir import load_data, prepare_run_dir, train_splits
 from longrec.train.runfiles import read_run_json, same_item_ids
-from longrec.train.runinfo import provenance, set_threads
+from longrec.train.runinfo import provenance, torch_threads
 
 __all__ = ["fit", "load_data", "make_optimizer", "train_step", "epoch_batches", "Progress", "EpochHook", "Trainer"]
 
@@ -112,14 +112,13 @@ def fit(cfg: ExperimentConfig, run_dir: Path, resume: bool = False, distributed:
     rank 0 writes the run directory and logs, and every rank returns the same results. `on_epoch`: see EpochHook."""
     if cfg.model.baseline:
         return fit_baseline(cfg, run_dir)
-    with session(distributed, cfg.train.device) as (d, device):
+    with torch_threads(cfg.train.threads), session(distributed, cfg.train.device) as (d, device):
         return _fit(cfg, run_dir, resume, d, device, on_epoch)
 
 
 def _fit(cfg: ExperimentConfig, run_dir: Path, resume: bool, d: Dist, device: torch.device,
          on_epoch: EpochHook | None) -> dict[str, Any]:
     wall0 = time.time()
-    set_threads(cfg.train.threads)
     origin = provenance(device, cfg.seed)  # the code that trains, recorded before anything can change it
     splits = train_splits(cfg, run_dir, resume) if d.main else None  # rank 0 builds the corpus cache, the
     barrier(d)  # others then read it

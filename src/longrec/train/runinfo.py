@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +67,17 @@ def pick_device(name: str) -> torch.device:
         raise ConfigError(f"config: train.device must be auto, cpu or cuda[:N], got {name!r}") from None
 
 
-def set_threads(threads: int) -> None:
-    """train.threads: torch's intra-op threads for this process (0 = leave torch's default)."""
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """train.threads: torch's intra-op threads while the block runs (0 = leave the count as it is); the count
+    before is restored after, so a library caller's setting survives a fit."""
+    before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def provenance(device: torch.device, seed: int) -> dict[str, Any]:
