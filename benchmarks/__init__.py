@@ -1,6 +1,6 @@
 """Studies and peer comparisons behind docs/BENCHMARKS.md: not installed with longrec, run from the repository root
 as `python -m benchmarks.NAME --help`. They share longrec.bench.harness (isolated cells, memory, tables) with the
-benchmarks that ship, `longrec bench ...`.
+benchmarks that ship, `longrec bench ...`; the side-by-side timings share benchmarks.timing.
 
     attn_dropout      what dropout on the attention weights costs a softmax training step on CPU
     large_catalogue   loss memory and time over a 1M-item catalogue (full, chunked and sampled losses)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -23,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.timing import best_of
 from longrec.config import ExperimentConfig, load_config
 from longrec.data.loader import Batch
 from longrec.objectives import build_model
@@ -30,18 +29,6 @@ from longrec.train.batch_loss import batch_loss
 from longrec.train.loop import epoch_batches
 from longrec.train.losses import make_loss
 from longrec.train.rundir import load_data
-
-
-def best_of(fns: dict[str, Callable[[], None]], reps: int) -> dict[str, float]:
-    """Seconds: the minimum over `reps` runs of each function, the functions interleaved; one untimed round first."""
-    best = dict.fromkeys(fns, math.inf)
-    for i in range(reps + 1):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if i:
-                best[name] = min(best[name], time.perf_counter() - t0)
-    return best
 
 
 def sdpa_cell(B: int, H: int, N: int, d: int, p: float) -> Callable[[], None]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from longrec.bench.harness import sync
+from benchmarks.timing import best_of
 from longrec.ops import Backend
 from longrec.ops.lru import lru_scan
 
@@ -30,28 +30,23 @@ def inputs(B: int, N: int, P: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     return torch.stack([r * phase.cos(), r * phase.sin()], dim=-1), torch.randn(B, N, P, 2, generator=g)
 
 
-def fwd_bwd(backend: Backend, a: Tensor, b: Tensor, w: Tensor) -> tuple[float, Tensor]:
-    """Seconds for one forward + backward, and the output (for a cross-check)."""
-    a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
-    sync(a.device)
-    t0 = time.perf_counter()
-    h, _ = lru_scan(a, b, backend=backend)
-    (h * w).sum().backward()
-    sync(a.device)
-    return time.perf_counter() - t0, h.detach()
-
-
 def measure(B: int, N: int, P: int, reps: int, device: torch.device | str = "cpu") -> dict[str, float]:
-    a, b = (t.to(device) for t in inputs(B, N, P))
+    """Seconds of one forward + backward on each path (the minimum over reps, interleaved), and the largest
+    difference between their outputs."""
+    a, b = (t.to(device).requires_grad_() for t in inputs(B, N, P))
     w = torch.randn(a.shape, device=device)
-    best = {"loop": math.inf, "scan": math.inf}
-    for i in range(reps + 1):  # the first round warms up allocators and is not counted
-        t_loop, h_loop = fwd_bwd(Backend.LOOP, a, b, w)
-        t_scan, h_scan = fwd_bwd(Backend.SCAN, a, b, w)
-        if i:
-            best["loop"], best["scan"] = min(best["loop"], t_loop), min(best["scan"], t_scan)
-    best["max_abs_diff"] = float((h_loop - h_scan).abs().max())
-    return best
+    out: dict[Backend, Tensor] = {}
+
+    def run(backend: Backend) -> Callable[[], None]:
+        def step() -> None:
+            a.grad = b.grad = None
+            h, _ = lru_scan(a, b, backend=backend)
+            (h * w).sum().backward()
+            out[backend] = h.detach()
+        return step
+
+    best = best_of({"loop": run(Backend.LOOP), "scan": run(Backend.SCAN)}, reps, device)
+    return {**best, "max_abs_diff": float((out[Backend.LOOP] - out[Backend.SCAN]).abs().max())}
 
 
 def main(argv: list[str] | None = None) -> None:

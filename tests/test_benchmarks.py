@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import pkgutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 
 import longrec.bench
 from benchmarks import attn_dropout, large_catalogue, large_log, lru_scan
+from benchmarks.timing import best_of
 from conftest import needs_data
 from longrec.bench.harness import CellFailed, markdown, percentile, run_cell, write_csv
 from longrec.cli import BENCHES, build_parser
@@ -88,6 +91,21 @@ def test_large_catalogue_study_measures_a_loss_in_an_isolated_cell(
     rows = list(csv.DictReader((tmp_path / "large-catalogue.csv").open()))
     assert [(r["loss"], r["positions"], r["status"]) for r in rows] == [("full_ce", "16", "ok")]
     assert float(rows[0]["peak_growth_mib"]) >= 0 and "| full_ce |" in capsys.readouterr().out
+
+
+def test_best_of_interleaves_the_settings_and_keeps_each_ones_minimum_after_a_warm_up() -> None:
+    calls: list[str] = []
+    naps = {"a": [0.0, 0.06, 0.03, 0.09], "b": [0.06, 0.02, 0.05, 0.08]}  # a's fastest run is the warm-up
+
+    def nap(name: str) -> Callable[[], None]:
+        def run() -> None:
+            calls.append(name)
+            time.sleep(naps[name][calls.count(name) - 1])
+        return run
+
+    best = best_of({"a": nap("a"), "b": nap("b")}, reps=3)
+    assert calls == ["a", "b"] * 4
+    assert 0.03 <= best["a"] < 0.06 and 0.02 <= best["b"] < 0.05
 
 
 def test_lru_scan_study_prints_loop_and_scan_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
