@@ -6,7 +6,7 @@
 #   3. after the trainings, on the otherwise idle GPU: the scaling sweeps (mixer, block, model; bf16 and fp32,
 #      raw SDPA and fla kernels beside the mixers) and the LRU scan-vs-loop table.
 # Usage: OUT=dir LONGREC_DATA_DIR=data LONGREC_GIT_COMMIT=<sha sent> TRAIN_MIN=5 bash scripts/gpu-checks.sh
-#   ONLY="ml-1m-lrurec ml-1m-sasrec" trains only those runs (default: all 25); TRAIN_MIN=0 trains none.
+#   ONLY="ml-1m-lrurec ml-1m-sasrec" trains only those runs (default: all 28); TRAIN_MIN=0 trains none.
 # Lessons of the first lease (2026-11-26, H200): 16 runs sharing the GPU took 8-15 s/epoch each (4.5 min gave
 # 20-30 epochs, short of convergence); fla's first Triton compile+autotune took over 30 s, so its sweep runs last
 # and alone; a copied tree's .git may be stale, so state the commit in LONGREC_GIT_COMMIT.
@@ -68,6 +68,7 @@ train ml-1m-sasrec-gbce configs/ml-1m-sasrec-gbce.yaml
 for s in 42 1 2; do
   train ml-1m-sasrec-ffn4h2-s$s configs/ml-1m-sasrec-ffn4h2.yaml seed=$s
   train ml-1m-gated-delta-s$s configs/ml-1m-gated-delta.yaml seed=$s
+  train ml-1m-gated-delta-d01-s$s configs/ml-1m-gated-delta.yaml seed=$s model.dropout=0.1  # valid 0.2026 on CPU
 done
 train ml-1m-bert4rec configs/ml-1m-bert4rec.yaml
 train beauty-lrurec lrurec data.name=beauty model.max_len=50
@@ -108,7 +109,8 @@ group "$OUT/runs-b.tgz" ml-1m-lt-sasrec ml-1m-ea-sasrec ml-1m-hydrarec ml-1m-hyd
   ml-1m-sasrec-sampled-uniform ml-1m-sasrec-gbce
 group "$OUT/runs-c.tgz" beauty-lrurec beauty-sasrec ml-1m-sasrec-prefix ml-1m-causal-linrec-prefix
 group "$OUT/runs-d.tgz" ml-1m-sasrec-ffn4h2-s42 ml-1m-sasrec-ffn4h2-s1 ml-1m-sasrec-ffn4h2-s2 ml-1m-gated-delta-s42 \
-  ml-1m-gated-delta-s1 ml-1m-gated-delta-s2 ml-1m-bert4rec
+  ml-1m-gated-delta-s1 ml-1m-gated-delta-s2 ml-1m-gated-delta-d01-s42 ml-1m-gated-delta-d01-s1 \
+  ml-1m-gated-delta-d01-s2 ml-1m-bert4rec
 fi
 
 # 3. benchmarks on the idle GPU (bench.tgz rewritten after each sweep: a timeout still leaves the finished ones)
