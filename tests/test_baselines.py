@@ -18,6 +18,7 @@ from longrec.scoring import banned_pairs, ranks, top_k
 from longrec.train.evaluate import evaluate
 from longrec.train.loop import fit
 from longrec.train.run import evaluate_run
+from longrec.train.runinfo import torch_threads
 
 COUNTS = torch.tensor([0.0, 5, 1, 3, 0, 2, 4])  # training counts of items 1..6 (index 0 = PAD)
 
@@ -149,14 +150,10 @@ def test_item_knn_runs_end_to_end_and_its_args_are_range_checked(tmp_path: Path)
     log = tmp_path / "log.txt"
     c = repeat_corpus()
     log.write_text("".join(f"{u} {i}\n" for u in range(c.num_users) for i in c.seq(u)))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(3)  # a caller's own count: train.threads holds inside fit only
-    try:
+    with torch_threads(3):  # a caller's own count: train.threads holds inside fit only
         res = fit(load_config("item-knn", [f"data.name={log}", "eval.mask_history=false", "train.threads=1"]),
                   tmp_path / "run")
         assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(threads)
     assert res["device"].endswith("1 threads)")  # train.threads holds for a counted baseline too
     pop = fit(load_config("popularity", [f"data.name={log}", "eval.mask_history=false"]), tmp_path / "pop")
     # each user cycles through 3 of 30 items: their neighbours are mostly each other, far above popularity

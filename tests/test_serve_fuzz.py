@@ -9,9 +9,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-import torch
 
 from longrec.serve import Recommender
+from longrec.train.runinfo import torch_threads
 from test_serve import tiny_run
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -33,14 +33,11 @@ FUZZ = settings(
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI, Recommender]]:
     root = tmp_path_factory.mktemp("fuzz")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
+    with torch_threads(1), pytest.MonkeyPatch.context() as mp:
         mp.setenv("LONGREC_CACHE_DIR", str(root / "cache"))  # the server reads the run's data through the cache
         rec = Recommender.load(tiny_run(root, "causal-linrec"), store=root / "state.db")
         yield create_app(rec), rec
         rec.close()
-    torch.set_num_threads(before)
 
 
 def _no_5xx(r: Any, what: object) -> None:

@@ -15,6 +15,7 @@ from longrec.config import load_config
 from longrec.errors import CheckpointError, ConfigError
 from longrec.train.loop import fit
 from longrec.train.run import evaluate_run, load_run
+from longrec.train.runinfo import torch_threads
 from tests_helpers import synthetic_log
 
 
@@ -65,13 +66,9 @@ def test_resume_refuses_another_config_and_fresh_runs_refuse_an_existing_dir(log
     with pytest.raises(CheckpointError, match="another config"):
         fit(load_config("gru4rec", tiny(log, "train.epochs=2", "train.lr=0.5")), tmp_path / "r", resume=True)
     # more epochs on another number of threads: the same experiment, continued (each start records its device)
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)  # a caller's own count: train.threads holds inside fit only
-    try:
+    with torch_threads(3):  # a caller's own count: train.threads holds inside fit only
         res = fit(load_config("gru4rec", tiny(log, "train.epochs=2", "train.threads=1")), tmp_path / "r", resume=True)
         assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)
     assert res["training"]["epochs"] == 2 and res["segments"][-1]["device"].endswith("1 threads)")
     with pytest.raises(CheckpointError, match="already exists"):
         fit(load_config("gru4rec", tiny(log, "train.epochs=1")), tmp_path / "r")
